@@ -1,0 +1,4 @@
+from lit_nash.cli import main
+
+if __name__ == "__main__":
+    main()

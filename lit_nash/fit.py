@@ -1,0 +1,63 @@
+"""``python -m lit_nash fit``: the training recipe, top to bottom.
+
+Everything is instantiated here, at the edge, from ``conf/fit.yaml``; the parts below receive built
+objects. One run = one game, one algorithm, one policy with its reference, one preference oracle, one
+DataModule, one Lightning Trainer and one MLflow run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+@hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="fit")
+def main(cfg: DictConfig) -> float:
+    return fit(cfg)
+
+
+def fit(cfg: DictConfig) -> float:
+    """Train one run; returns the final duality gap (the objective a Hydra sweeper minimizes)."""
+    import lightning as L  # imported here so that --help and config errors answer without loading torch
+
+    from lit_nash.metrics import GameMetrics
+    from lit_nash.progress import progress_bar
+    from lit_nash.tracking import flat_params, summary_line
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+
+    game = instantiate(cfg.game)
+    preference = instantiate(cfg.preference, game=game)
+    algorithm = instantiate(cfg.algo)
+    policy = instantiate(
+        cfg.policy,
+        num_prompts=game.num_prompts,
+        num_actions=game.num_actions,
+        algorithm=algorithm,
+        preference=preference,
+    )
+    data = instantiate(cfg.data, num_prompts=game.num_prompts)
+    metrics = GameMetrics(tau=cfg.metrics.tau)
+
+    tags = {"algo": algorithm.name, "game": choices.get("game", game.name), "seed": str(cfg.seed)}
+    logger = instantiate(
+        cfg.logger, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{tags['game']}-seed{cfg.seed}"
+    )
+    callbacks = [algorithm, metrics]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_bar())
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
+
+    start = time.perf_counter()
+    trainer.fit(policy, datamodule=data)
+    final = metrics.final(policy)
+    if trainer.is_global_zero:
+        seconds = time.perf_counter() - start
+        print(summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri))
+    return final["game/duality_gap"]

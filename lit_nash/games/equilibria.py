@@ -1,0 +1,181 @@
+"""Exact solutions and gaps of matrix preference games (ALGORITHMS.md §3): the ground truth for evaluation.
+
+Every function works in float64, is batched over leading dimensions (P of shape (..., K, K), policies of
+shape (..., K), broadcast against each other) and returns the kind it was given: numpy in, numpy out;
+torch in, torch out on the input's device.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import scipy.optimize
+import torch
+from torch import Tensor
+
+from lit_nash.games import dynamics
+
+
+def _to_torch(*xs):
+    """Convert inputs to float64 tensors on one device; remember whether to hand back numpy."""
+    device = next((x.device for x in xs if isinstance(x, Tensor)), None)
+    as_numpy = device is None
+    out = []
+    for x in xs:
+        if isinstance(x, Tensor):
+            out.append(x.detach().to(device=device, dtype=torch.float64))
+        else:
+            out.append(torch.as_tensor(np.asarray(x, dtype=np.float64), device=device))
+    return as_numpy, out
+
+
+def _back(as_numpy: bool, t: Tensor):
+    """numpy (a numpy scalar for 0-d results) if the inputs were numpy, else the tensor itself."""
+    if not as_numpy:
+        return t
+    a = t.cpu().numpy()
+    return a[()] if a.ndim == 0 else a
+
+
+def _kl(p: Tensor, q: Tensor) -> Tensor:
+    return (torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum(-1)
+
+
+def _win_rates(P: Tensor, pi: Tensor) -> Tensor:
+    return (P @ pi.unsqueeze(-1)).squeeze(-1)
+
+
+def _reg_gap(P: Tensor, pi: Tensor, mu: Tensor, tau: float) -> Tensor:
+    lse = torch.logsumexp(torch.log(mu) + _win_rates(P, pi) / tau, dim=-1)
+    return 2 * tau * lse - 1 + 2 * tau * _kl(pi, mu)
+
+
+def kl(p, q):
+    """KL(p ‖ q) over the last dimension, with 0·log 0 = 0 (and +inf where q = 0 < p)."""
+    as_numpy, (p, q) = _to_torch(p, q)
+    return _back(as_numpy, _kl(p, q))
+
+
+def _solve_lp(P: np.ndarray) -> np.ndarray:
+    """max v s.t. (Pᵀx)_j ≥ v ∀j, Σx = 1, x ≥ 0; variables (x, v)."""
+    K = P.shape[-1]
+    c = np.zeros(K + 1)
+    c[-1] = -1.0
+    A_ub = np.hstack([-P.T, np.ones((K, 1))])
+    A_eq = np.hstack([np.ones((1, K)), np.zeros((1, 1))])
+    bounds = [(0, None)] * K + [(None, None)]
+    res = scipy.optimize.linprog(c, A_ub=A_ub, b_ub=np.zeros(K), A_eq=A_eq, b_eq=[1.0], bounds=bounds, method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"Nash LP failed: {res.message}")
+    x = np.clip(res.x[:K], 0.0, None)
+    return x / x.sum()
+
+
+def nash_equilibrium(P):
+    """An exact NE of the symmetric game max_π1 min_π2 π1ᵀPπ2, by LP (scipy HiGHS), one per leading game.
+
+    For P + Pᵀ = 1 the max-player solution is also the min-player one, so it is a symmetric NE. The NE may
+    be non-unique; HiGHS returns a vertex of the NE polytope.
+    """
+    as_numpy, (Pt,) = _to_torch(P)
+    Pn = Pt.cpu().numpy()
+    flat = Pn.reshape(-1, *Pn.shape[-2:])
+    ne = np.stack([_solve_lp(m) for m in flat]).reshape(Pn.shape[:-1])
+    return _back(as_numpy, torch.as_tensor(ne, device=Pt.device))
+
+
+def duality_gap(P, pi):
+    """Original-game duality gap of the symmetric profile (π, π): 2·max_j (Pπ)_j − 1, zero iff π is a NE."""
+    as_numpy, (P, pi) = _to_torch(P, pi)
+    return _back(as_numpy, 2 * _win_rates(P, pi).amax(-1) - 1)
+
+
+def exploitability(P, pi):
+    """How much a best response beats π: max_j P(j ≻ π) − ½ (half the duality gap)."""
+    as_numpy, (P, pi) = _to_torch(P, pi)
+    return _back(as_numpy, _win_rates(P, pi).amax(-1) - 0.5)
+
+
+def kl_to_nash(P, pi, ne=None):
+    """KL(π* ‖ π) to the LP NE π* (or to ``ne`` if given, e.g. when the NE is not unique)."""
+    if ne is None:
+        ne = nash_equilibrium(P)
+    as_numpy, (ne, pi) = _to_torch(ne, pi)
+    return _back(as_numpy, _kl(ne, pi))
+
+
+def regularized_duality_gap(P, pi, mu, tau: float):
+    """Gap_τ(π; μ) = max_π1 J_τ(π1, π) − min_π2 J_τ(π, π2), closed form via the softmax best responses:
+
+    2τ·log Σ_y μ(y)·exp((Pπ)_y / τ) − 1 + 2τ·KL(π‖μ). Non-negative, and zero iff π = π*_τ(μ).
+    """
+    _check_tau(tau)
+    as_numpy, (P, pi, mu) = _to_torch(P, pi, mu)
+    return _back(as_numpy, _reg_gap(P, pi, mu, tau))
+
+
+def _check_tau(tau: float) -> None:
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+
+
+def regularized_nash(P, mu, tau: float, tol: float = 1e-13, max_iter: int = 20_000):
+    """The unique NE π*_τ(μ) = softmax(log μ + Pπ*/τ) of the KL-regularized game, to a gap below ``tol``.
+
+    Mirror-prox (Nash-MP) steps converge from anywhere, but only linearly at a rate ~ητ per step; Newton on
+    the fixed point converges quadratically, but only within ~τ of it. So: mirror prox until the gap is below
+    ``switch`` ∝ τ², then Newton; should Newton stall, mirror prox goes on to a smaller ``switch``.
+    ``max_iter`` bounds the mirror-prox steps.
+    """
+    _check_tau(tau)
+    as_numpy, (P, mu) = _to_torch(P, mu)
+    batch = np.broadcast_shapes(P.shape[:-2], mu.shape[:-1])  # torch's version imports sympy: slow
+    K = P.shape[-1]
+    P, mu = P.expand(*batch, K, K), mu.expand(*batch, K)
+    log_mu = torch.log(mu)
+
+    # η = 1/L, where L = ½ is the Lipschitz constant of π ↦ Pπ from ℓ1 to ℓ∞ (|P − ½| ≤ ½ entrywise).
+    op = partial(dynamics.prox, eta=2.0, tau=tau, log_mu=log_mu)
+    win_rates_of = partial(dynamics.win_rates, P)
+    l, it, check_every = dynamics.normalize(log_mu), 0, 25
+    switch = max(tol, min(1e-6, 1e-3 * tau**2))
+    while True:
+        while it < max_iter and _reg_gap(P, l.exp(), mu, tau).max() >= switch:
+            for _ in range(check_every):
+                l, _ = dynamics.two_call(op, l, win_rates_of)
+            it += check_every
+        pi, gap = _newton(P, mu, log_mu, tau, l.exp(), tol)
+        if gap.max() < tol or it >= max_iter or switch <= tol:
+            break
+        l, switch = torch.log(pi), max(tol, switch / 100)
+    if not gap.max() < tol:
+        raise RuntimeError(
+            f"regularized_nash did not converge: max remaining gap {gap.max().item():.3e} "
+            f"> tol {tol:g} after {it} mirror-prox steps (tau={tau:g})"
+        )
+    return _back(as_numpy, pi)
+
+
+def _newton(P: Tensor, mu: Tensor, log_mu: Tensor, tau: float, pi: Tensor, tol: float, steps: int = 20):
+    """Newton on G(π) = π − softmax(log μ + Pπ/τ), Jacobian I − (diag(s) − ssᵀ)P/τ, batched.
+
+    Each Newton point is mapped once more through the softmax, which keeps π positive and the convergence
+    quadratic; a step is kept only for the games whose regularized gap it lowers.
+    """
+    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
+    gap = _reg_gap(P, pi, mu, tau)
+    for _ in range(steps):
+        if gap.max() < tol:
+            break
+        s = torch.softmax(log_mu + _win_rates(P, pi) / tau, dim=-1)
+        J = eye - (torch.diag_embed(s) - s.unsqueeze(-1) * s.unsqueeze(-2)) @ P / tau
+        step = torch.linalg.solve(J, (pi - s).unsqueeze(-1)).squeeze(-1)
+        new = torch.softmax(log_mu + _win_rates(P, pi - step) / tau, dim=-1)
+        new_gap = _reg_gap(P, new, mu, tau)
+        better = new_gap < gap
+        if not better.any():
+            break
+        pi = torch.where(better.unsqueeze(-1), new, pi)
+        gap = torch.where(better, new_gap, gap)
+    return pi, gap

@@ -1,0 +1,52 @@
+"""Exact game metrics, logged after every step when the game's equilibrium is computable.
+
+Definitions (ALGORITHMS.md §3), each averaged over the prompts (games) of the run:
+
+* ``game/duality_gap``      2·max_y (Pπ)_y − 1 of the original game (0 exactly at a Nash equilibrium)
+* ``game/reg_duality_gap``  2τ·log Σ μ·exp(Pπ/τ) − 1 + 2τ·KL(π‖μ), μ the reference (0 exactly at π*_τ(μ))
+* ``game/exploitability``   max_y P(y ≻ π) − ½
+* ``game/kl_to_ne``         KL(π* ‖ π), π* the LP equilibrium (one NE when it is not unique)
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lit_nash.games import duality_gap, exploitability, kl_to_nash, nash_equilibrium, regularized_duality_gap
+
+
+def game_metrics(P: Tensor, log_pi: Tensor, log_mu: Tensor, tau: float, ne: Tensor) -> dict[str, Tensor]:
+    pi, mu = log_pi.exp(), log_mu.exp()
+    return {
+        "game/duality_gap": duality_gap(P, pi).mean(),
+        "game/reg_duality_gap": regularized_duality_gap(P, pi, mu, tau).mean(),
+        "game/exploitability": exploitability(P, pi).mean(),
+        "game/kl_to_ne": kl_to_nash(P, pi, ne=ne).mean(),
+    }
+
+
+class GameMetrics(L.Callback):
+    """Logs the exact gaps of the policy after each step; ``tau`` is the τ of the regularized gap."""
+
+    def __init__(self, tau: float):
+        if not tau > 0:
+            raise ValueError(f"metrics tau must be > 0, got {tau}")
+        self.tau = tau
+        self.ne: Tensor | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.ne = nash_equilibrium(pl_module.preference.P)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        metrics = game_metrics(
+            pl_module.preference.P, pl_module.log_probs(), pl_module.snapshot("ref"), self.tau, self.ne
+        )
+        pl_module.log("game/duality_gap", metrics.pop("game/duality_gap"), prog_bar=True)
+        pl_module.log_dict(metrics)
+
+    @torch.no_grad()
+    def final(self, pl_module: L.LightningModule) -> dict[str, float]:
+        m = game_metrics(pl_module.preference.P, pl_module.log_probs(), pl_module.snapshot("ref"), self.tau, self.ne)
+        return {k: float(v) for k, v in m.items()}
