@@ -46,6 +46,11 @@ class GameMetrics(L.Callback):
         pl_module.log("game/duality_gap", metrics.pop("game/duality_gap"), prog_bar=True)
         pl_module.log_dict(metrics)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The last step always reaches the logger, whatever ``log_every_n_steps`` is."""
+        if trainer.logger is not None and trainer.global_step % trainer.log_every_n_steps:
+            trainer.logger.log_metrics(self.final(pl_module), step=trainer.global_step - 1)
+
     @torch.no_grad()
     def final(self, pl_module: L.LightningModule) -> dict[str, float]:
         m = game_metrics(pl_module.preference.P, pl_module.log_probs(), pl_module.snapshot("ref"), self.tau, self.ne)

@@ -1,0 +1,92 @@
+"""The command line: dispatch, help, errors that name the valid choices, and a plain install."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .cli import REPO, run_cli
+
+ALGOS = sorted(p.stem for p in (REPO / "conf" / "algo").glob("*.yaml"))
+GAMES = sorted(p.stem for p in (REPO / "conf" / "game").glob("*.yaml"))
+
+
+def test_unknown_command_lists_the_commands_and_exits_2(tmp_path):
+    out = run_cli("fitt", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "unknown command 'fitt'" in out.stderr
+    assert "fit" in out.stderr.split("commands:")[1]
+
+
+def test_no_command_prints_usage_and_exits_2(tmp_path):
+    out = run_cli(cwd=tmp_path)
+    assert out.returncode == 2
+    assert "usage: python -m lit_nash <command>" in out.stderr
+
+
+def test_help_lists_the_commands(tmp_path):
+    out = run_cli("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    assert "fit" in out.stdout.split("commands:")[1]
+
+
+def test_fit_help_shows_every_config_group_and_choice(tmp_path):
+    out = run_cli("fit", "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"algo: {', '.join(ALGOS)}" in out.stdout
+    assert f"game: {', '.join(GAMES)}" in out.stdout
+    for group in ("policy", "preference", "data", "trainer", "logger"):
+        assert f"\n{group}: " in out.stdout
+
+
+@pytest.mark.parametrize("group,choices", [("algo", ALGOS), ("game", GAMES)])
+def test_unknown_choice_names_the_valid_choices(tmp_path, group, choices):
+    out = run_cli("fit", f"{group}=nope", cwd=tmp_path)
+    assert out.returncode == 1
+    assert f"Could not find '{group}/nope'" in out.stderr
+    listed = out.stderr.split(f"Available options in '{group}':")[1].split()[: len(choices)]
+    assert listed == choices
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["algo.etaa=1"], "Key 'etaa' is not in struct"),
+        (["algo.eta=-1"], "algo=mpo: eta must be > 0, got -1"),
+        (["algo.magnet_every=0.5"], "magnet_every must be an integer >= 1"),
+        (["algo=comal", "algo.inner=sgd"], "inner must be one of ['omd', 'prox']"),
+        (["algo=mnpo", "algo.history_weights=[0.2,0.2]"], "history_weights must be non-negative and sum to 1"),
+        (["game=matrix", "game.P=[[0.5,0.9],[0.7,0.5]]"], "P + Pᵀ = 1"),
+        (["game=matrix", "game.P=[[0.5,1.5],[-0.5,0.5]]"], "entries must lie in [0, 1], got 1.5 at [0, 1]"),
+        (["game=matrix", "game.P=[[0.5,0.5,0.5],[0.5,0.5,0.5]]"], "must be square, got shape (2, 3)"),
+        (["game=weighted_rps", "game.weights=[1,2,1]"], "weights"),
+        (["policy.reference=normal"], "policy.reference must be one of ['uniform', 'gaussian']"),
+    ],
+)
+def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, overrides, message):
+    out = run_cli("fit", *overrides, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "0"})
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "mlruns.db").exists(), "a bad config must not create an MLflow run"
+
+
+def test_fit_help_works_after_a_plain_non_editable_install(tmp_path):
+    """conf/ installs as the package lit_nash.conf, so Hydra finds the configs outside the repository."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(target)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import lit_nash; print(lit_nash.__file__)"],
+        cwd=elsewhere, env={**__import__("os").environ, **env}, capture_output=True, text=True, check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(target), "the test must run the installed copy"
+    out = run_cli("fit", "--help", cwd=elsewhere, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"algo: {', '.join(ALGOS)}" in out.stdout
