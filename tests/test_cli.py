@@ -89,4 +89,6 @@ def test_fit_help_works_after_a_plain_non_editable_install(tmp_path):
     assert Path(where.stdout.strip()).is_relative_to(target), "the test must run the installed copy"
     out = run_cli("fit", "--help", cwd=elsewhere, env=env)
     assert out.returncode == 0, out.stderr
-    assert f"algo: {', '.join(ALGOS)}" in out.stdout
+    for group in sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "__pycache__"):
+        choices = sorted(c.stem for c in (REPO / "conf" / group).glob("*.yaml"))
+        assert f"{group}: {', '.join(choices)}" in out.stdout, f"group {group} missing from the installed package"

@@ -18,6 +18,7 @@ A policy, for the algorithm, is anything with ``log_probs()``, ``snapshot(name)`
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, ClassVar
 
 import lightning as L
@@ -68,7 +69,9 @@ class Algorithm(L.Callback):
         self.step = int(state_dict["step"])
 
     def hparams(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "step"}
+        """The constructor's arguments as set: exactly the keys of conf/algo/<name>.yaml."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.hparams().items())
