@@ -6,6 +6,8 @@ Definitions (ALGORITHMS.md §3), each averaged over the prompts (games) of the r
 * ``game/reg_duality_gap``  2τ·log Σ μ·exp(Pπ/τ) − 1 + 2τ·KL(π‖μ), μ the reference (0 exactly at π*_τ(μ))
 * ``game/exploitability``   max_y P(y ≻ π) − ½
 * ``game/kl_to_ne``         KL(π* ‖ π), π* the LP equilibrium (one NE when it is not unique)
+
+They are computed on the steps the logger writes (every ``trainer.log_every_n_steps``) and at the last step.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import torch
 from torch import Tensor
 
 from lit_nash.games import duality_gap, exploitability, kl_to_nash, nash_equilibrium, regularized_duality_gap
+
+
+def is_logging_step(trainer: L.Trainer) -> bool:
+    """True on the steps whose metrics Lightning writes to the logger (every ``log_every_n_steps``):
+    computing and logging on the others costs time and reaches nobody."""
+    return trainer.global_step % trainer.log_every_n_steps == 0
 
 
 def game_metrics(P: Tensor, log_pi: Tensor, log_mu: Tensor, tau: float, ne: Tensor) -> dict[str, Tensor]:
@@ -40,6 +48,8 @@ class GameMetrics(L.Callback):
         self.ne = nash_equilibrium(pl_module.preference.P)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not is_logging_step(trainer):
+            return
         metrics = game_metrics(
             pl_module.preference.P, pl_module.log_probs(), pl_module.snapshot("ref"), self.tau, self.ne
         )
@@ -48,7 +58,7 @@ class GameMetrics(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The last step always reaches the logger, whatever ``log_every_n_steps`` is."""
-        if trainer.logger is not None and trainer.global_step % trainer.log_every_n_steps:
+        if trainer.logger is not None and not is_logging_step(trainer):
             trainer.logger.log_metrics(self.final(pl_module), step=trainer.global_step - 1)
 
     @torch.no_grad()

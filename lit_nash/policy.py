@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_nash.games import dynamics as D
+from lit_nash.metrics import is_logging_step
 from lit_nash.snapshots import PREFIX, Snapshots
 
 REFERENCES = ("uniform", "gaussian")
@@ -92,7 +93,8 @@ class TabularPolicy(L.LightningModule):
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        self.log("train/loss", loss.detach(), prog_bar=False)
+        if is_logging_step(self.trainer):
+            self.log("train/loss", loss.detach())
         return loss.detach()
 
     def configure_optimizers(self):
