@@ -1,9 +1,10 @@
 """``python -m lit_nash <command> [hydra overrides]``: the command dispatcher.
 
-Hydra reads only overrides, so the command word is taken off ``sys.argv`` and appended back as the
-override ``command=<name>``. Appended, not prepended: Hydra's parser needs ``-m`` before the overrides.
-The override keeps the command when Lightning re-launches the script for extra processes (it re-runs
-``sys.argv``), where the first argument is no longer the command.
+Hydra reads only overrides, so the command word is taken off ``sys.argv`` and put back as the override
+``command=<name>``, right after the user's last override: Hydra's parser takes one contiguous group of
+overrides, so it must join that group (``fit -m algo=a,b``, ``fit algo=a --cfg job`` and ``fit --help``
+all keep working). The override keeps the command when Lightning re-launches the script for extra
+processes (it re-runs ``sys.argv``), where the first argument is no longer the command.
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ def _print_commands(stream) -> None:
         print(f"  {name:<10} {about}", file=stream)
 
 
+def _with_override(args: list[str], override: str) -> list[str]:
+    """Insert ``override`` after the last Hydra override (``key=value``, ``~key``), else at the end."""
+    overrides = [i for i, a in enumerate(args) if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    at = overrides[-1] + 1 if overrides else len(args)
+    return [*args[:at], override, *args[at:]]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     relaunched = [a.split("=", 1)[1] for a in args if a.startswith("command=")]
     if args and args[0] in COMMANDS:
         command = args.pop(0)
-        args = [a for a in args if not a.startswith("command=")] + [f"command={command}"]
+        args = _with_override([a for a in args if not a.startswith("command=")], f"command={command}")
     elif relaunched:
         command = relaunched[-1]
     elif args and args[0] in ("-h", "--help"):

@@ -51,7 +51,7 @@ class TabularPolicy(L.LightningModule):
             raise ValueError(f"policy.init must be 'reference' or 'uniform', got {init!r}")
         if dtype not in DTYPES:
             raise ValueError(f"policy.dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        self.save_hyperparameters(ignore=["algorithm", "preference"])
+        self.save_hyperparameters(ignore=["algorithm", "preference"], logger=False)  # the run logs the whole config
         ref = reference_logits(reference, num_prompts, num_actions, reference_seed).to(DTYPES[dtype])
         start = ref if init == "reference" else torch.zeros_like(ref)
         self.logits = nn.Parameter(D.normalize(start))

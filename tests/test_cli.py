@@ -1,5 +1,6 @@
 """The command line: dispatch, help, errors that name the valid choices, and a plain install."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,16 @@ def test_no_command_prints_usage_and_exits_2(tmp_path):
     out = run_cli(cwd=tmp_path)
     assert out.returncode == 2
     assert "usage: python -m lit_nash <command>" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["fit", "algo=egpo", "--cfg", "job"], ["fit", "--cfg", "job", "algo=egpo"], ["fit", "algo=egpo", "--help"]],
+)
+def test_hydra_flags_work_before_or_after_the_overrides(tmp_path, args):
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "lit_nash.algorithms.EGPO" in out.stdout
 
 
 def test_help_lists_the_commands(tmp_path):
@@ -73,10 +84,11 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, override
 
 def test_fit_help_works_after_a_plain_non_editable_install(tmp_path):
     """conf/ installs as the package lit_nash.conf, so Hydra finds the configs outside the repository."""
-    target = tmp_path / "site"
-    subprocess.run(
+    source, target = tmp_path / "source", tmp_path / "site"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "outputs", "mlruns*"))
+    subprocess.run(  # from a copy: building writes build/ into the source tree
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     elsewhere = tmp_path / "elsewhere"
