@@ -5,23 +5,28 @@ An algorithm is a Lightning ``Callback`` that the policy module calls into. It o
 * its hyperparameters (``eta`` step size, ``tau`` KL coefficient, in the log-space convention of
   ALGORITHMS.md §2.1; each algorithm's doc page maps them to its paper's parameters),
 * the named snapshots it reads (``ref`` always exists; ``magnet``, ``anchor``, ``history`` ...),
-* its exact update, composed from ``lit_nash.games.dynamics`` operators, and
+* its exact update, composed from ``lit_nash.games.dynamics`` operators,
+* its practical step on sampled responses (``rollout`` then ``loss``, composed from ``lit_nash.rollout``
+  and ``lit_nash.algorithms.losses``), the same for a tabular policy and a causal LM, and
 * its schedule (magnet updates, prox resets, history pushes), run after every step.
 
 The same object drives the closed-form dynamics (``lit_nash.games.dynamics.simulate``) and the Lightning
 ``fit`` loop, so the schedule exists once. Its step counter is part of the checkpoint.
 
-A policy, for the algorithm, is anything with ``log_probs()``, ``snapshot(name)``,
-``has_snapshot(name)``, ``refresh_snapshot(name)`` and ``push_snapshot(name, maxlen)``
-(``lit_nash.policy.TabularPolicy``).
+A policy, for the algorithm, is anything with ``log_probs()``, ``snapshot(name)``, ``has_snapshot(name)``,
+``refresh_snapshot(name)``, ``push_snapshot(name, maxlen)`` and, for sampled play, ``sample``,
+``response_log_probs``, ``optimize`` and ``preference`` (``lit_nash.policy.TabularPolicy``,
+``lit_nash.policy.causal_lm.CausalLMPolicy``).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Callable, ClassVar
 
 import lightning as L
+import torch
 from torch import Tensor
 
 WinRates = Callable[[Tensor], Tensor]
@@ -43,6 +48,20 @@ class Algorithm(L.Callback):
     def exact_step(self, policy: Any, win_rates: WinRates) -> Tensor:
         """The next iterate's log-probabilities under exact expectations (shape of ``policy.log_probs()``)."""
         raise NotImplementedError
+
+    def rollout(self, policy: Any, prompt: Tensor) -> dict[str, Tensor]:
+        """Sample what the loss needs for these prompts, label it, and compute snapshot log-probs once."""
+        raise NotImplementedError
+
+    def loss(self, policy: Any, batch: dict[str, Tensor]) -> Tensor:
+        """The practical loss on a rollout batch (differentiable in the policy's parameters)."""
+        raise NotImplementedError
+
+    def sampled_step(self, policy: Any, prompt: Tensor) -> Tensor:
+        """One online step on sampled responses: rollout, loss, optimizer step. Returns the loss."""
+        loss = self.loss(policy, self.rollout(policy, prompt))
+        policy.optimize(loss)
+        return loss.detach()
 
     def schedule(self, policy: Any) -> None:
         """Snapshot updates due after ``self.step`` completed steps. Default: none."""
@@ -90,3 +109,20 @@ def check_period(key: str, value: int | None, algo: str) -> int | None:
     if int(value) != value or value < 1:
         raise ValueError(f"algo={algo}: {key} must be an integer >= 1 (or null for never), got {value}")
     return int(value)
+
+
+def training_state(policy: Any) -> dict[str, Any]:
+    """A copy of the trainable parameters and the optimizer state: EGPO's and Nash-MP's return point."""
+    return {
+        "params": {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad},
+        "optimizer": copy.deepcopy(policy.optimizers().optimizer.state_dict()),
+    }
+
+
+def restore_training_state(policy: Any, state: dict[str, Any]) -> None:
+    """Put parameters and optimizer state back bit for bit."""
+    params = dict(policy.named_parameters())
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            params[name].copy_(value)
+    policy.optimizers().optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))

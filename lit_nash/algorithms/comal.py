@@ -3,9 +3,13 @@
 Exact form: the inner solver (INPO's OMD step by default, or the exact prox) plays the game regularized
 toward an anchor; every ``reset_every`` steps the anchor is reset to the current policy. KL(π*‖anchor)
 never increases, so the last iterate converges to an exact NE for any τ > 0 (ALGORITHMS.md §2.8).
+
+Practical loss: INPO's pair loss with the anchor in the reference's place (the official code's
+COMAL+INPO), top-1 vs top-2 pairs of k = 5 samples, summed log-probs.
 """
 
 from lit_nash.algorithms.base import Algorithm, check_period
+from lit_nash.algorithms.inpo import check_pair_settings, pair_loss, pair_rollout
 from lit_nash.games import dynamics as D
 
 INNER = {"omd": D.omd, "prox": D.prox}
@@ -14,12 +18,17 @@ INNER = {"omd": D.omd, "prox": D.prox}
 class COMAL(Algorithm):
     name = "comal"
 
-    def __init__(self, eta: float = 1.0, tau: float = 0.1, reset_every: int | None = 100, inner: str = "omd"):
+    def __init__(self, eta: float = 1.0, tau: float = 0.1, reset_every: int | None = 100, inner: str = "omd",
+                 k: int = 5, pairs: str = "top2", target: str = "constant", logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
         if inner not in INNER:
             raise ValueError(f"algo={self.name}: inner must be one of {sorted(INNER)}, got {inner!r}")
+        if self.eta * self.tau > 1:
+            raise ValueError(f"algo={self.name}: eta*tau must be <= 1, got {self.eta * self.tau}")
+        check_pair_settings(self.name, k, pairs, target)
         self.reset_every = check_period("reset_every", reset_every, self.name)
         self.inner = inner
+        self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction
 
     def prepare(self, policy):
         if not policy.has_snapshot("anchor"):
@@ -28,6 +37,13 @@ class COMAL(Algorithm):
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
         return INNER[self.inner](l, win_rates(l), self.eta, self.tau, policy.snapshot("anchor"))
+
+    def rollout(self, policy, prompt):
+        return pair_rollout(policy, prompt, self, anchors=["anchor"])
+
+    def loss(self, policy, batch):
+        r = self.eta * self.tau
+        return pair_loss(policy, batch, self, [(r, batch["anchor"]), (1 - r, batch["prev"])])
 
     def schedule(self, policy):
         if D.is_reset_step(self.step, self.reset_every):

@@ -2,21 +2,41 @@
 
 Exact form: two OMD calls from the same point; the second plays against the half-step policy
 (ALGORITHMS.md §2.11). Linear last-iterate convergence to π*_τ where single-call OMD fails.
+
+Practical step: the online-IPO (variant 1) loss in parameter space, EGPO's schedule: save θ_t and the
+optimizer state, step to θ_{t+½}, sample y, y', y'' from θ_{t+½}, restore θ_t and its optimizer state
+bit for bit, and step on those samples. One iteration is two optimizer steps, as in the paper.
 """
 
 from functools import partial
 
-from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.base import Algorithm, restore_training_state, training_state
+from lit_nash.algorithms.online_ipo import OnlineIPO
 from lit_nash.games import dynamics as D
 
 
 class EGPO(Algorithm):
     name = "egpo"
 
-    def __init__(self, eta: float = 1.0, tau: float = 0.1):
+    def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 1, proposal_temperature: float = 2.0,
+                 proposal_top_k: int = 10, logprob_reduction: str = "mean"):
         super().__init__(eta, tau)
+        self.k = k
+        self.proposal_temperature = proposal_temperature
+        self.proposal_top_k = proposal_top_k
+        self.logprob_reduction = logprob_reduction
+        self._ipo = OnlineIPO(eta, tau, 1, k, proposal_temperature, proposal_top_k, "policy", logprob_reduction)
 
     def exact_step(self, policy, win_rates):
         op = partial(D.omd, eta=self.eta, tau=self.tau, log_mu=policy.snapshot("ref"))
         full, _half = D.two_call(op, policy.log_probs(), win_rates)
         return full
+
+    def sampled_step(self, policy, prompt):
+        start = training_state(policy)
+        policy.optimize(self._ipo.loss(policy, self._ipo.rollout(policy, prompt)))  # θ_{t+½}
+        batch = self._ipo.rollout(policy, prompt)  # samples from the half-step policy
+        restore_training_state(policy, start)  # back to θ_t
+        loss = self._ipo.loss(policy, batch)
+        policy.optimize(loss)
+        return loss.detach()

@@ -2,20 +2,74 @@
 
 Paper form: π_{t+1} ∝ π_ref^{τ_p/η_p} · π_t^{1−τ_p/η_p} · exp(P(y ≻ π_t)/η_p), i.e. the OMD operator
 with step eta = 1/η_p and tau = τ_p (ALGORITHMS.md §2.9). Converges last-iterate to π*_τ only.
+
+Practical loss: k samples per prompt from π_t, one (winner, loser) pair per prompt (knockout tournament
+by default), dropped unless P(w ≻ l) > ½; h = Δℓ_θ − r·Δℓ_ref − (1 − r)·Δℓ_t with r = ητ, regressed to
+the constant 1/(2η_p) = eta/2, or to the soft label (P(w ≻ l) − ½)·eta, whose minimizer is the OMD
+iterate (tests/algorithms/test_losses.py). MNPO and COMAL reuse ``pair_rollout`` and ``pair_loss``.
 """
 
+import torch
+
 from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
+from lit_nash.rollout import gather, label_all_pairs, select_pairs
+
+TARGETS = ("constant", "soft")
 
 
 class INPO(Algorithm):
     name = "inpo"
 
-    def __init__(self, eta: float = 1.0, tau: float = 0.1):
+    def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 8, pairs: str = "tournament",
+                 target: str = "constant", logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: eta*tau = τ_p/η_p must be <= 1, got {self.eta * self.tau}")
+        check_pair_settings(self.name, k, pairs, target)
+        self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction
 
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
         return D.omd(l, win_rates(l), self.eta, self.tau, policy.snapshot("ref"))
+
+    def rollout(self, policy, prompt):
+        return pair_rollout(policy, prompt, self, anchors=["ref"])
+
+    def loss(self, policy, batch):
+        r = self.eta * self.tau
+        return pair_loss(policy, batch, self, [(r, batch["ref"]), (1 - r, batch["prev"])])
+
+
+def check_pair_settings(algo: str, k: int, pairs: str, target: str) -> None:
+    if k < 2:
+        raise ValueError(f"algo={algo}: k must be >= 2 samples per prompt, got {k}")
+    if pairs not in ("best_worst", "top2", "tournament"):
+        raise ValueError(f"algo={algo}: pairs must be one of ['best_worst', 'top2', 'tournament'], got {pairs!r}")
+    if target not in TARGETS:
+        raise ValueError(f"algo={algo}: target must be one of {list(TARGETS)}, got {target!r}")
+
+
+def pair_rollout(policy, prompt, algo, anchors):
+    """k samples from π_t, all pairs labeled, one selected pair per prompt, and the log-probs of π_t
+    (``prev``) and of each snapshot in ``anchors`` computed once, without grad."""
+    samples = policy.sample(prompt, algo.k)
+    P = label_all_pairs(policy.preference, prompt, samples)
+    w, l = select_pairs(P, algo.pairs)
+    pair = torch.cat([gather(samples, w), gather(samples, l)], dim=1)
+    p = P[torch.arange(len(prompt)), w, l]
+    batch = {"prompt": prompt, "pair": pair, "p": p, "keep": (p > 0.5).to(p.dtype)}
+    for source in ["policy", *anchors]:
+        logp = policy.response_log_probs(prompt, pair, source=source, reduction=algo.logprob_reduction)
+        batch["prev" if source == "policy" else source] = logp.detach()
+    return batch
+
+
+def pair_loss(policy, batch, algo, anchors):
+    logp = policy.response_log_probs(batch["prompt"], batch["pair"], reduction=algo.logprob_reduction)
+    h = anchored_log_ratio(logp, anchors)
+    if algo.target == "constant":
+        return squared_regression(h[:, 0] - h[:, 1], torch.full_like(batch["p"], algo.eta / 2), batch["keep"])
+    # soft labels; an exact batch (every pair) carries the on-policy pair weights π_t(y)·π_t(y')
+    return squared_regression(h[:, 0] - h[:, 1], (batch["p"] - 0.5) * algo.eta, batch.get("weight"))

@@ -2,18 +2,20 @@
 
 Exact form: the prox step l' = (l + ητ·log μ + η·P·π_t)/(1+ητ). Linear last-iterate convergence to
 π*_τ for small enough η; the base that MPO adds magnet updates to (ALGORITHMS.md §2.6).
+
+Practical loss: MPO's policy gradient with the reference as the magnet (``lit_nash.algorithms.mpo``).
 """
 
-from lit_nash.algorithms.base import Algorithm
-from lit_nash.games import dynamics as D
+from lit_nash.algorithms.mpo import MPO
 
 
-class MMD(Algorithm):
+class MMD(MPO):
     name = "mmd"
+    magnet = "ref"
 
-    def __init__(self, eta: float = 1.0, tau: float = 0.1):
-        super().__init__(eta, tau)
+    def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 2, variant: str = "mpo",
+                 logprob_reduction: str = "sum"):
+        super().__init__(eta, tau, magnet_every=None, k=k, variant=variant, logprob_reduction=logprob_reduction)
 
-    def exact_step(self, policy, win_rates):
-        l = policy.log_probs()
-        return D.prox(l, win_rates(l), self.eta, self.tau, policy.snapshot("ref"))
+    def prepare(self, policy):
+        pass

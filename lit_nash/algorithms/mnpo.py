@@ -3,37 +3,58 @@
 Exact form (the minimizer of MNPO's loss with on-policy pairs, ALGORITHMS.md §2.10):
 l' = r·log μ + (1−r)·Σ_j λ_j·l_{t−j} + η·P·π_t with r = ητ; the opponents are the ``len(history_weights)``
 most recent iterates (the current one first). One history entry is INPO.
+
+Practical loss: INPO's pair loss with the history as anchor, h = Δℓ_θ − r·Δℓ_ref − (1−r)·Σ_j λ_j·Δℓ_{t−j},
+best-vs-worst pairs of k = 5 samples, per-token mean log-probs (the official trainer's choices).
 """
 
 import torch
 
 from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.inpo import check_pair_settings, pair_loss, pair_rollout
 from lit_nash.games import dynamics as D
 
 
 class MNPO(Algorithm):
     name = "mnpo"
 
-    def __init__(self, eta: float = 1.0, tau: float = 0.1, history_weights=(0.5, 0.5)):
+    def __init__(self, eta: float = 1.0, tau: float = 0.1, history_weights=(0.5, 0.5), k: int = 5,
+                 pairs: str = "best_worst", target: str = "constant", logprob_reduction: str = "mean"):
         super().__init__(eta, tau)
         w = [float(x) for x in history_weights]
         if not w or min(w) < 0 or abs(sum(w) - 1) > 1e-6:
             raise ValueError(f"algo={self.name}: history_weights must be non-negative and sum to 1, got {w}")
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: r = eta*tau must be <= 1, got {self.eta * self.tau}")
+        check_pair_settings(self.name, k, pairs, target)
         self.history_weights = w
+        self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction
 
     def prepare(self, policy):
         if not policy.has_snapshot("history"):
             policy.push_snapshot("history", maxlen=len(self.history_weights))
 
+    def _weights(self, available: int) -> list[float]:
+        w = self.history_weights[:available]
+        return [x / sum(w) for x in w]
+
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
         history = policy.snapshot("history")  # (n, ..., K), most recent (= current) first
-        w = torch.tensor(self.history_weights[: len(history)], dtype=l.dtype, device=l.device)
-        anchor = D.history_mixture(history, w / w.sum())
+        w = torch.tensor(self._weights(len(history)), dtype=l.dtype, device=l.device)
+        anchor = D.history_mixture(history, w)
         r = self.eta * self.tau
         return D.normalize(r * policy.snapshot("ref") + (1 - r) * anchor + self.eta * win_rates(l))
+
+    def rollout(self, policy, prompt):
+        available = min(self.step + 1, len(self.history_weights))
+        return pair_rollout(policy, prompt, self, anchors=["ref", *[f"history/{j}" for j in range(available)]])
+
+    def loss(self, policy, batch):
+        r = self.eta * self.tau
+        history = sorted(key for key in batch if key.startswith("history/"))
+        anchors = [(r, batch["ref"])] + [((1 - r) * w, batch[key]) for w, key in zip(self._weights(len(history)), history)]
+        return pair_loss(policy, batch, self, anchors)
 
     def schedule(self, policy):
         policy.push_snapshot("history", maxlen=len(self.history_weights))

@@ -3,18 +3,30 @@
 Exact form: the prox step toward the magnet μ_k; every ``magnet_every`` steps the magnet becomes the
 current policy. The regularized equilibria then converge to the NE of the *original* game
 (a proximal-point argument, ALGORITHMS.md §2.7).
+
+Practical loss [I, no official code]: maximize E_{y~π_θ}[P(y ≻ y')] − τ·KL(π_θ‖μ_k) − (1/η)·KL(π_θ‖π_t),
+y' ~ π_t, by REINFORCE with baseline ½ and the KL terms as score-function terms (``variant: mpo``), or with
+the KL terms folded into the reward (``variant: rt``, MPO-RT): r̃ = P(y≻y') − τ·log(π_θ/μ_k) − (1/η)·log(π_θ/π_t).
+The 1/η coefficient makes the prox step of the exact form the population optimum of one outer step.
 """
 
 from lit_nash.algorithms.base import Algorithm, check_period
+from lit_nash.algorithms.losses import policy_gradient
 from lit_nash.games import dynamics as D
+from lit_nash.rollout import play_against
 
 
 class MPO(Algorithm):
     name = "mpo"
+    magnet = "magnet"
 
-    def __init__(self, eta: float = 1.0, tau: float = 0.1, magnet_every: int | None = 100):
+    def __init__(self, eta: float = 1.0, tau: float = 0.1, magnet_every: int | None = 100, k: int = 2,
+                 variant: str = "mpo", logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
+        if variant not in ("mpo", "rt"):
+            raise ValueError(f"algo={self.name}: variant must be 'mpo' or 'rt', got {variant!r}")
         self.magnet_every = check_period("magnet_every", magnet_every, self.name)
+        self.k, self.variant, self.logprob_reduction = k, variant, logprob_reduction
 
     def prepare(self, policy):
         if not policy.has_snapshot("magnet"):
@@ -22,7 +34,18 @@ class MPO(Algorithm):
 
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
-        return D.prox(l, win_rates(l), self.eta, self.tau, policy.snapshot("magnet"))
+        return D.prox(l, win_rates(l), self.eta, self.tau, policy.snapshot(self.magnet))
+
+    def rollout(self, policy, prompt):
+        return play_against(policy, prompt, self.k, "policy", [self.magnet, "prev"], self.logprob_reduction)
+
+    def loss(self, policy, batch):
+        logp = policy.response_log_probs(batch["prompt"], batch["responses"], reduction=self.logprob_reduction)
+        kl_terms = [(self.tau, batch[self.magnet]), (1 / self.eta, batch["prev"])]
+        if self.variant == "rt":
+            reward = batch["p"] - sum(c * (logp.detach() - anchor) for c, anchor in kl_terms)
+            return policy_gradient(logp, reward)
+        return policy_gradient(logp, batch["p"], kl_terms)
 
     def schedule(self, policy):
         if D.is_reset_step(self.step, self.magnet_every):

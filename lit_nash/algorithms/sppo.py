@@ -2,18 +2,44 @@
 
 No regularization: only the average iterate converges; the last iterate cycles on intransitive games.
 Exact form is MWU (ALGORITHMS.md §2.4).
+
+Practical loss: k samples per prompt from π_t, all pairs labeled, P̂(y ≻ π_t) the mean win probability
+against the other samples; best and worst regress h = ℓ_θ − ℓ_t to η·(P̂ − ½). Its minimizer over all
+responses is the MWU iterate (tests/algorithms/test_losses.py).
 """
 
+import torch
+
 from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.losses import squared_regression
 from lit_nash.games import dynamics as D
+from lit_nash.rollout import gather, label_all_pairs, win_rate_scores
 
 
 class SPPO(Algorithm):
     name = "sppo"
 
-    def __init__(self, eta: float = 1.0):
+    def __init__(self, eta: float = 1.0, k: int = 5, logprob_reduction: str = "sum"):
         super().__init__(eta)
+        if k < 2:
+            raise ValueError(f"algo={self.name}: k must be >= 2 samples per prompt, got {k}")
+        self.k = k
+        self.logprob_reduction = logprob_reduction
 
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
         return D.mwu(l, win_rates(l), self.eta)
+
+    def rollout(self, policy, prompt):
+        samples = policy.sample(prompt, self.k)
+        scores = win_rate_scores(label_all_pairs(policy.preference, prompt, samples))
+        best, worst = scores.argmax(-1), scores.argmin(-1)
+        pair = torch.cat([gather(samples, best), gather(samples, worst)], dim=1)
+        target = self.eta * (torch.cat([scores.gather(1, best[:, None]), scores.gather(1, worst[:, None])], 1) - 0.5)
+        prev = policy.response_log_probs(prompt, pair, reduction=self.logprob_reduction).detach()
+        return {"prompt": prompt, "pair": pair, "target": target, "prev": prev}
+
+    def loss(self, policy, batch):
+        logp = policy.response_log_probs(batch["prompt"], batch["pair"], reduction=self.logprob_reduction)
+        return squared_regression(logp - batch["prev"], batch["target"])
+

@@ -20,6 +20,6 @@ class GameOracle(L.LightningModule):
         """Exact P(y ≻ π) for every response y of every prompt: P·π, shape (prompts, K)."""
         return D.win_rates(self.P.to(log_pi.dtype), log_pi)
 
-    def forward(self, prompt: Tensor, y: Tensor, y_other: Tensor) -> Tensor:
-        """P(y ≻ y' | prompt) for index tensors of one shape."""
-        return self.P[prompt, y, y_other]
+    def prob(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        """P(a ≻ b | prompt) for action indices a, b of shape (N, m) → (N, m)."""
+        return self.P[prompt.unsqueeze(-1), a, b]

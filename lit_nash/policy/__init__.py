@@ -1,0 +1,5 @@
+"""Trained policies: LightningModules behind one interface, tabular (one softmax per prompt) and causal LM."""
+
+from lit_nash.policy.tabular import REFERENCES, TabularPolicy, reference_logits
+
+__all__ = ["REFERENCES", "TabularPolicy", "reference_logits"]

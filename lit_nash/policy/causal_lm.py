@@ -1,0 +1,433 @@
+"""The trained causal LM as a LightningModule, behind the same interface as ``TabularPolicy``.
+
+Algorithms call ``sample`` (K responses per prompt, one batched KV-cache loop for every source: the
+policy, a snapshot, or the token-level geometric mixture of policy and reference), ``response_log_probs``
+(one batched forward) and the snapshot methods. On a ``TokenGame`` the policy's exact distribution over
+the game's actions is computable (``log_probs``, ``snapshot``), so ``GameMetrics`` works unchanged.
+
+Snapshots never duplicate base weights when LoRA is on: each is another adapter on the same peft model,
+evaluated by switching the active adapter. Without LoRA a snapshot is a full state copy (buffers),
+evaluated with ``torch.func.functional_call``. Both live in ``state_dict()``, hence in checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*(?:/[0-9]+)?")  # "ref", "magnet", "history/0"
+_PREFIX = "snap__"  # adapter / state-copy key = prefix + name, "/" → "__" (keys hold no "/", never shadow .half())
+_LORA_KEY = re.compile(r"\.lora_(?:embedding_)?A\.(snap__[^.]+)\.")
+TINY = 1e-12  # floor of the invalid action's probability, so its log stays finite
+
+
+def _key(name: str) -> str:
+    return _PREFIX + name.replace("/", "__")
+
+
+def _snapshot_name(key: str) -> str:
+    return key[len(_PREFIX):].replace("__", "/")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"snapshot name {name!r} must look like 'magnet', 'prev_iter' or 'history/0'")
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    """Sampling and training must score responses with one function: NLHF losses are on-policy ratios."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+
+
+class _StateCopy(nn.Module):
+    """A frozen copy of a model's parameters, as buffers ('.' in parameter names becomes '-')."""
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {k.replace("-", "."): v for k, v in self._buffers.items()}
+
+    def copy_from(self, model: nn.Module) -> "_StateCopy":
+        for name, p in model.named_parameters():
+            key = name.replace(".", "-")
+            if key in self._buffers and self._buffers[key].shape == p.shape:
+                self._buffers[key].copy_(p.detach())
+            else:
+                self.register_buffer(key, p.detach().clone())
+        return self
+
+
+class CausalLMPolicy(L.LightningModule):
+    def __init__(
+        self,
+        model_path: str,
+        prompts: list[str] | None = None,
+        max_new_tokens: int = 8,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        lora: dict | None = None,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        algorithm: Any = None,
+        preference: Any = None,
+        game: Any = None,
+        lr: float = 1e-3,
+        optimizer: str = "adamw",
+    ):
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype not in DTYPES:
+            raise ValueError(f"policy.dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"policy.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        if max_new_tokens < 1:
+            raise ValueError(f"policy.max_new_tokens must be ≥ 1, got {max_new_tokens}")
+        if not Path(model_path).exists():
+            raise FileNotFoundError(f"policy.model_path {str(model_path)!r} does not exist")
+        if prompts is None:
+            if game is None:
+                raise ValueError("CausalLMPolicy needs prompts, or a game to take them from")
+            prompts = list(game.prompts)
+        elif game is not None and list(prompts) != list(game.prompts):
+            raise ValueError(f"policy prompts {list(prompts)} differ from the game's {list(game.prompts)}")
+        self.save_hyperparameters(ignore=["algorithm", "preference", "game"], logger=False)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"the tokenizer in {str(model_path)!r} has no EOS token")
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
+        )
+        self.lora = bool(lora)
+        if self.lora:
+            from peft import LoraConfig, get_peft_model
+
+            with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **dict(lora)))
+        _disable_dropout(model)  # LoRA's dropout too
+        self.model = model.train()  # from_pretrained leaves eval mode; without dropout the two modes agree
+        enc = self.tokenizer(list(prompts), padding=True, padding_side="left", return_tensors="pt")
+        self.register_buffer("prompt_ids", enc["input_ids"], persistent=False)
+        self.register_buffer("prompt_mask", enc["attention_mask"], persistent=False)
+        self.state_copies = nn.ModuleDict()  # snapshots without LoRA; with LoRA they are adapters instead
+        if not self.lora:
+            self.refresh_snapshot("ref")  # the starting weights (with LoRA, "ref" = adapters disabled)
+        self.game = game
+        if game is not None:
+            self.register_buffer("response_ids", self._encode_responses(game.responses), persistent=False)
+        self._ref_exact: Tensor | None = None
+        self.algorithm = algorithm
+        self.preference = preference
+        self.automatic_optimization = False
+
+    # -- sampling and scoring --------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        prompt: Tensor,
+        k: int,
+        source: str = "policy",
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        mixture_coef: float = 0.0,
+        return_log_probs: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """K responses per prompt (N, k, T), ending with EOS then pad; T ≤ max_new_tokens.
+
+        All N·k sequences go through one loop with one KV cache per model evaluated (two for the mixture,
+        whose next-token logits are (1 − c)·logits_θ + c·logits_ref). With ``return_log_probs`` also the
+        responses' log-probs (N, k) under the source's untempered, unfiltered distribution.
+        """
+        from transformers import DynamicCache
+
+        sources = self._sources(source, mixture_coef)
+        warp = self._warpers(temperature, top_k, top_p)
+        ids, mask = self._prompt_batch(prompt, k)
+        B = ids.shape[0]
+        caches = [DynamicCache(config=self._config) for _ in sources]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_ids, seq, tokens = ids, ids, []
+        done = torch.zeros(B, dtype=torch.bool, device=ids.device)
+        logp = torch.zeros(B, dtype=torch.float32, device=ids.device)
+        for _ in range(self.hparams.max_new_tokens):
+            logits = sum(
+                w * self._call(
+                    name, input_ids=step_ids, attention_mask=mask, position_ids=pos,
+                    past_key_values=cache, use_cache=True, logits_to_keep=1,
+                ).logits[:, -1].float()
+                for (name, w), cache in zip(sources, caches)
+            )
+            probs = warp(seq, logits).softmax(-1)
+            nxt = torch.multinomial(probs, 1).squeeze(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            lp = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1)
+            logp += torch.where(done, torch.zeros_like(lp), lp)
+            tokens.append(nxt)
+            done |= nxt == self.eos_id
+            if done.all():
+                break
+            step_ids = nxt[:, None]
+            seq = torch.cat([seq, step_ids], -1)
+            mask = torch.cat([mask, torch.ones_like(step_ids)], -1)
+            pos = pos[:, -1:] + 1
+        responses = torch.stack(tokens, -1).view(prompt.shape[0], k, -1)
+        return (responses, logp.view(prompt.shape[0], k)) if return_log_probs else responses
+
+    def response_log_probs(
+        self, prompt: Tensor, responses: Tensor, source: str = "policy", reduction: str = "sum",
+        mixture_coef: float = 0.0,
+    ) -> Tensor:
+        """log π(y | x) (N, k) of responses (N, k, T), over the tokens up to and including the first EOS.
+
+        ``mean`` is the per-token mean. One batched forward; with grad only for the current policy.
+        """
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        N, k, T = responses.shape
+        sources = self._sources(source, mixture_coef)
+        ids, mask = self._prompt_batch(prompt, k)
+        resp = responses.reshape(N * k, T).to(ids.device)
+        rmask = self.response_mask(resp)
+        full, fmask = torch.cat([ids, resp], -1), torch.cat([mask, rmask.long()], -1)
+        pos = (fmask.cumsum(-1) - 1).clamp(min=0)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and source == "policy"):
+            logits = sum(
+                w * self._call(
+                    name, input_ids=full, attention_mask=fmask, position_ids=pos, logits_to_keep=T + 1
+                ).logits[:, :-1].float()
+                for name, w in sources
+            )
+            lp = logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1) * rmask
+            out = lp.sum(-1)
+            if reduction == "mean":
+                out = out / rmask.sum(-1).clamp(min=1)
+        return out.view(N, k)
+
+    def response_mask(self, responses: Tensor) -> Tensor:
+        """True on the tokens up to and including the first EOS (all tokens if there is none)."""
+        eos = responses == self.eos_id
+        return (eos.long().cumsum(-1) - eos.long()) == 0
+
+    # -- exact distribution on a token game --------------------------------------------------------------
+    @torch.no_grad()
+    def log_probs(self, source: str = "policy") -> Tensor:
+        """Exact log-distribution (prompts, A) over the game's actions; the last is the invalid action."""
+        if self.game is None:
+            raise ValueError("log_probs() needs the policy's game (CausalLMPolicy(game=...))")
+        P, (R, L) = len(self.game.prompts), self.response_ids.shape
+        prompts = torch.arange(P, device=self.device)
+        lp = self.response_log_probs(prompts, self.response_ids.expand(P, R, L), source=source).double()
+        invalid = (1.0 - lp.exp().sum(-1)).clamp(min=TINY).log()
+        return torch.cat([lp, invalid[:, None]], -1)
+
+    def snapshot(self, name: str) -> Tensor:
+        """A snapshot's exact distribution (prompts, A); a history ring gives (n, prompts, A), newest first."""
+        if name == "ref":
+            if self._ref_exact is None or self._ref_exact.device != self.device:
+                self._ref_exact = self.log_probs("ref")  # cached: the reference changes only on refresh
+            return self._ref_exact
+        ring = self._ring(name)
+        if ring:
+            return torch.stack([self.log_probs(f"{name}/{i}") for i in range(ring)])
+        return self.log_probs(name)
+
+    def invalid_mass(self) -> float:
+        """Mean over prompts of the probability of emitting anything that is not a game response."""
+        return float(self.log_probs()[:, -1].exp().mean())
+
+    # -- snapshots ------------------------------------------------------------------------------------------
+    def snapshot_names(self) -> list[str]:
+        if self.lora:
+            return sorted({"ref"} | {_snapshot_name(a) for a in self.model.peft_config if a.startswith(_PREFIX)})
+        return sorted(_snapshot_name(k) for k in self.state_copies.keys())
+
+    def has_snapshot(self, name: str) -> bool:
+        return name in self.snapshot_names() or self._ring(name) > 0
+
+    def refresh_snapshot(self, name: str) -> None:
+        """Snapshot ``name`` ← the current policy."""
+        _check_name(name)
+        if self.lora:
+            self._copy_adapter("default", self._new_adapter(name))
+        elif _key(name) in self.state_copies:
+            self.state_copies[_key(name)].copy_from(self.model)
+        else:
+            self.state_copies[_key(name)] = _StateCopy().to(self.device).copy_from(self.model)
+        if name == "ref":
+            self._ref_exact = None
+
+    def push_snapshot(self, name: str, maxlen: int) -> None:
+        """Prepend the current policy to the history ring ``name``: ``name/0`` is the newest, ``maxlen`` kept."""
+        _check_name(name)
+        if maxlen < 1:
+            raise ValueError(f"push_snapshot maxlen must be ≥ 1, got {maxlen}")
+        n = self._ring(name)
+        if self.lora:
+            for i in range(min(n, maxlen - 1), 0, -1):
+                self._copy_adapter(_key(f"{name}/{i - 1}"), self._new_adapter(f"{name}/{i}"))
+            for i in range(maxlen, n):
+                self.model.delete_adapter(_key(f"{name}/{i}"))
+            self.refresh_snapshot(f"{name}/0")
+            return
+        old = [self.state_copies.pop(_key(f"{name}/{i}")) for i in range(n)]
+        newest = old[maxlen - 1] if n >= maxlen else _StateCopy().to(self.device)  # reuse the oldest's buffers
+        for i, m in enumerate([newest.copy_from(self.model)] + old[: maxlen - 1]):
+            self.state_copies[_key(f"{name}/{i}")] = m
+
+    def restore_snapshot(self, name: str) -> None:
+        """The current policy ← snapshot ``name`` (in place, so the optimizer keeps its parameters)."""
+        if not self.has_snapshot(name) or self._ring(name):
+            raise KeyError(f"no snapshot {name!r}; taken so far: {self.snapshot_names()}")
+        if self.lora:
+            if _key(name) not in self.model.peft_config:
+                raise ValueError(f"snapshot {name!r} is the base model (adapters disabled); it cannot be restored")
+            self._copy_adapter(_key(name), "default")
+        else:
+            with torch.no_grad():
+                params = dict(self.model.named_parameters())
+                for key, value in self.state_copies[_key(name)].tensors().items():
+                    params[key].copy_(value)
+
+    def _ring(self, name: str) -> int:
+        names, n = set(self.snapshot_names()), 0
+        while f"{name}/{n}" in names:
+            n += 1
+        return n
+
+    def _new_adapter(self, name: str) -> str:
+        """The (frozen) adapter of snapshot ``name``, created like "default" if missing."""
+        adapter = _key(name)
+        if adapter not in self.model.peft_config:
+            config = copy.deepcopy(self.model.peft_config["default"])
+            config.inference_mode = True
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # its init is overwritten: keep the sampling stream intact
+                self.model.add_adapter(adapter, config)
+            self.model.set_adapter("default")
+        return adapter
+
+    @torch.no_grad()
+    def _copy_adapter(self, src: str, dst: str) -> None:
+        params = dict(self.model.named_parameters())
+        for key, p in params.items():
+            if f".{src}." in key:
+                params[key.replace(f".{src}.", f".{dst}.")].copy_(p)
+
+    # -- model calls ------------------------------------------------------------------------------------
+    @property
+    def _config(self):
+        return self.model.config
+
+    def _sources(self, source: str, mixture_coef: float) -> list[tuple[str, float]]:
+        if source == "mixture":
+            c = float(mixture_coef)
+            if not 0.0 <= c <= 1.0:
+                raise ValueError(f"mixture_coef must lie in [0, 1], got {c}")
+            return [("policy", 1.0 - c), ("ref", c)]
+        if source != "policy" and (not self.has_snapshot(source) or self._ring(source)):
+            raise KeyError(f"no snapshot {source!r}; taken so far: {self.snapshot_names()}")
+        return [(source, 1.0)]
+
+    def _call(self, source: str, **kwargs):
+        """One forward of the model as ``source``: the policy, an adapter, the base model, or a state copy."""
+        if source == "policy":
+            return self.model(**kwargs)
+        if not self.lora:
+            return functional_call(self.model, self.state_copies[_key(source)].tensors(), args=(), kwargs=kwargs)
+        adapter = _key(source)
+        if adapter not in self.model.peft_config:  # "ref": the starting adapter is fresh (B = 0), so base = ref
+            with self.model.disable_adapter():
+                return self.model(**kwargs)
+        self.model.set_adapter(adapter, inference_mode=True)
+        try:
+            return self.model(**kwargs)
+        finally:
+            self.model.set_adapter("default")  # back to the active, trainable adapter
+
+    def _prompt_batch(self, prompt: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Left-padded prompt ids and mask, each prompt repeated k times (row n·k + j), pad columns trimmed."""
+        prompt = prompt.to(self.prompt_ids.device)
+        ids, mask = self.prompt_ids[prompt], self.prompt_mask[prompt]
+        keep = mask.any(0)
+        if not keep.any():
+            raise ValueError("prompts must have at least one token (the tokenizer adds none, e.g. no BOS)")
+        ids, mask = ids[:, keep], mask[:, keep]
+        return ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+
+    def _warpers(self, temperature, top_k, top_p):
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        hp = self.hparams
+        temperature = float(hp.temperature if temperature is None else temperature)
+        top_k = int(hp.top_k if top_k is None else top_k)
+        top_p = float(hp.top_p if top_p is None else top_p)
+        warpers = LogitsProcessorList()
+        if temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k > 0:
+            warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        return warpers
+
+    def _encode_responses(self, responses: list[tuple[str, ...]]) -> Tensor:
+        """Each game response as ids + EOS, right-padded (R, max_len + 1); every word must be one token."""
+        rows = []
+        for r in responses:
+            ids = [self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in r]
+            if any(len(i) != 1 or i[0] == self.tokenizer.unk_token_id for i in ids):
+                raise ValueError(
+                    f"game response {r} is not one known token per word in the tokenizer of "
+                    f"{self.hparams.model_path!r}: the exact distribution needs a word-level vocabulary"
+                )
+            rows.append([i[0] for i in ids] + [self.eos_id])
+        L_ = max(len(r) for r in rows)
+        return torch.tensor([r + [self.pad_id] * (L_ - len(r)) for r in rows], dtype=torch.long)
+
+    # -- Lightning ----------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self.algorithm.training_step(self, batch)
+
+    def optimize(self, loss: Tensor) -> None:
+        """One manual optimization step: zero_grad, backward (Lightning's, for precision/strategy), step."""
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return OPTIMIZERS[self.hparams.optimizer](params, lr=self.hparams.lr)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Create the snapshots a checkpoint holds (adapters or state copies) so ``load_state_dict`` fills them."""
+        state = checkpoint["state_dict"]
+        for key, value in state.items():
+            if self.lora:
+                m = _LORA_KEY.search(key)
+                if m:
+                    self._new_adapter(_snapshot_name(m.group(1)))
+            elif key.startswith("state_copies."):
+                name, buf = key[len("state_copies."):].split(".", 1)
+                if name not in self.state_copies:
+                    self.state_copies[name] = _StateCopy().to(self.device)
+                if buf not in self.state_copies[name]._buffers:
+                    self.state_copies[name].register_buffer(buf, torch.empty_like(value, device=self.device))
+        self._ref_exact = None

@@ -1,0 +1,191 @@
+"""The causal-LM policy on tiny random GPT-2 / Llama models built offline: sampling, scoring, the exact
+token-game distribution, and snapshots (LoRA adapters or state copies) that survive training and checkpoints."""
+
+import pytest
+import torch
+
+from lit_nash.games.token import token_game
+from lit_nash.models import tiny_causal_lm
+from lit_nash.policy.causal_lm import CausalLMPolicy
+
+GAME = token_game()
+LORA = {
+    "gpt2": {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"], "fan_in_fan_out": True},
+    "llama": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+}
+PROMPTS = torch.arange(GAME.num_prompts)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {arch: str(tiny_causal_lm(root / arch, GAME.vocabulary(), arch=arch)) for arch in ("gpt2", "llama")}
+
+
+def make(paths, arch="gpt2", lora=False, **kw):
+    kw.setdefault("max_new_tokens", 4)
+    return CausalLMPolicy(paths[arch], game=GAME, lora=LORA[arch] if lora else None, **kw)
+
+
+def train(policy, steps=3, lr=0.05):
+    """A few AdamW steps that raise the log-probs of all valid responses (moves the policy deterministically)."""
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr)
+    R, L = policy.response_ids.shape
+    for _ in range(steps):
+        loss = -policy.response_log_probs(PROMPTS, policy.response_ids.expand(len(PROMPTS), R, L)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def base_numel(policy):
+    return sum(p.numel() for n, p in policy.named_parameters() if "lora_" not in n)
+
+
+def test_missing_model_path_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_model_here"):
+        CausalLMPolicy(str(tmp_path / "no_model_here"), prompts=["say 0"])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_sample_shape_eos_pad_structure_and_greedy(paths, arch):
+    policy = make(paths, arch, max_new_tokens=5)
+    torch.manual_seed(0)
+    r = policy.sample(PROMPTS, 3)
+    assert r.shape[:2] == (4, 3) and r.shape[2] <= 5 and r.dtype == torch.long
+    eos = r == policy.eos_id
+    for seq, e in zip(r.view(-1, r.shape[-1]), eos.view(-1, r.shape[-1])):
+        if e.any():
+            first = int(e.nonzero()[0])
+            assert (seq[first + 1:] == policy.pad_id).all()
+        else:
+            assert r.shape[-1] == 5  # no EOS only when max_new_tokens ran out
+    greedy = [policy.sample(PROMPTS, 3, top_k=1, temperature=0.7) for _ in range(2)]
+    assert torch.equal(greedy[0], greedy[1]) and (greedy[0] == greedy[0][:, :1]).all()
+    assert policy.sample(PROMPTS, 2, source="ref", top_k=1).shape[:2] == (4, 2)
+
+
+def test_sampling_is_reproducible_with_a_seed(paths):
+    policy = make(paths)
+    torch.manual_seed(7)
+    a = policy.sample(PROMPTS, 4)
+    torch.manual_seed(7)
+    b = policy.sample(PROMPTS, 4)
+    assert torch.equal(a, b) and not torch.equal(a, policy.sample(PROMPTS, 4))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_response_log_probs_match_sampling_with_left_padding(paths, arch):
+    prompts = ["say 0", "say 0 1 a b", "a", "say"]  # different lengths: left padding must not matter
+    policy = CausalLMPolicy(paths[arch], prompts=prompts, max_new_tokens=6)
+    torch.manual_seed(1)
+    r, lp = policy.sample(PROMPTS, 3, return_log_probs=True)
+    total = policy.response_log_probs(PROMPTS, r)
+    assert total.requires_grad
+    torch.testing.assert_close(total.detach(), lp, atol=1e-4, rtol=1e-5)
+    n = policy.response_mask(r).sum(-1)
+    torch.testing.assert_close(policy.response_log_probs(PROMPTS, r, reduction="mean").detach(), lp / n, atol=1e-5, rtol=1e-5)
+    # one prompt alone (no padding at all) scores the same
+    one = policy.response_log_probs(PROMPTS[2:3], r[2:3], source="ref")
+    torch.testing.assert_close(one, lp[2:3], atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch,lora", [("gpt2", False), ("llama", True)])
+def test_exact_distribution_sums_to_one_and_matches_brute_force(paths, arch, lora):
+    policy = make(paths, arch, lora=lora)
+    train(policy, steps=2)
+    log_pi = policy.log_probs()
+    assert log_pi.shape == (4, 13) and log_pi.dtype == torch.float64
+    torch.testing.assert_close(log_pi.exp().sum(-1), torch.ones(4, dtype=torch.float64))
+    tok, model = policy.tokenizer, policy.model
+    with torch.no_grad():
+        for x, prompt in enumerate(GAME.prompts):
+            for y, words in enumerate(GAME.responses):
+                resp = [tok.convert_tokens_to_ids(w) for w in words] + [tok.eos_token_id]
+                ids = torch.tensor([tok(prompt)["input_ids"] + resp])
+                lp = model(input_ids=ids).logits[0, -len(resp) - 1:-1].log_softmax(-1)
+                expect = lp.gather(-1, torch.tensor(resp)[:, None]).sum()
+                assert abs(log_pi[x, y].item() - expect.item()) < 1e-4, (x, words)
+    assert abs(policy.invalid_mass() - log_pi[:, -1].exp().mean().item()) < 1e-12
+    ref = policy.snapshot("ref")
+    assert ref is policy.snapshot("ref") and not torch.allclose(ref, log_pi)  # cached; the policy moved
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_mixture_endpoints_are_policy_and_ref(paths, lora):
+    policy = make(paths, lora=lora, max_new_tokens=5)
+    train(policy, steps=3)  # so that policy ≠ ref
+    def draw(**kw):
+        torch.manual_seed(3)
+        return policy.sample(PROMPTS, 8, **kw)
+    assert torch.equal(draw(source="mixture", mixture_coef=0.0), draw())
+    assert torch.equal(draw(source="mixture", mixture_coef=1.0), draw(source="ref"))
+    assert not torch.equal(draw(), draw(source="ref"))
+    torch.manual_seed(4)
+    r, lp = policy.sample(PROMPTS, 4, source="mixture", mixture_coef=0.5, return_log_probs=True)
+    mix = policy.response_log_probs(PROMPTS, r, source="mixture", mixture_coef=0.5)
+    torch.testing.assert_close(mix.detach(), lp, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="mixture_coef"):
+        policy.sample(PROMPTS, 1, source="mixture", mixture_coef=1.5)
+    with pytest.raises(KeyError, match="magnet"):
+        policy.sample(PROMPTS, 1, source="magnet")
+
+
+def _take_five(policy):
+    """magnet, anchor, history, half, history again, with training in between; what each should hold."""
+    taken = {}
+    for step, name in enumerate(["magnet", "anchor", "history", "half", "history"]):
+        if name == "history":
+            policy.push_snapshot("history", maxlen=3)
+            if "history/0" in taken:
+                taken["history/1"] = taken["history/0"]
+            name = "history/0"
+        else:
+            policy.refresh_snapshot(name)
+        taken[name] = policy.log_probs()
+        train(policy, steps=2)
+    return taken
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_snapshots_freeze_the_policy_and_lora_shares_base_weights(paths, lora):
+    policy = make(paths, lora=lora)
+    numel, trainable = base_numel(policy), [n for n, p in policy.named_parameters() if p.requires_grad]
+    taken = _take_five(policy)
+    assert set(policy.snapshot_names()) == {"ref", "magnet", "anchor", "half", "history/0", "history/1"}
+    assert policy.has_snapshot("history") and policy.snapshot("history").shape == (2, 4, 13)
+    if lora:
+        assert base_numel(policy) == numel  # five snapshots, no base weight copied
+    assert [n for n, p in policy.named_parameters() if p.requires_grad] == trainable
+    current = policy.log_probs()
+    for name, value in taken.items():
+        torch.testing.assert_close(policy.log_probs(name), value, atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(current, value, atol=1e-4)
+    # the snapshot is also what sampling and scoring see
+    torch.manual_seed(0)
+    r = policy.sample(PROMPTS, 2, source="magnet")
+    assert policy.response_log_probs(PROMPTS, r, source="magnet").grad_fn is None
+    # restore: the policy becomes the snapshot again
+    policy.restore_snapshot("anchor")
+    torch.testing.assert_close(policy.log_probs(), taken["anchor"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_snapshots_survive_state_dict_round_trip(paths, lora):
+    policy = make(paths, lora=lora)
+    train(policy, steps=2)
+    policy.refresh_snapshot("magnet")
+    policy.push_snapshot("history", maxlen=2)
+    train(policy, steps=2)
+    policy.push_snapshot("history", maxlen=2)
+    train(policy, steps=2)
+    state = policy.state_dict()
+    fresh = make(paths, lora=lora)
+    fresh.on_load_checkpoint({"state_dict": state})
+    fresh.load_state_dict(state)  # strict: every snapshot has a home
+    assert fresh.snapshot_names() == policy.snapshot_names()
+    for source in ("policy", "ref", "magnet", "history/0", "history/1"):
+        torch.testing.assert_close(fresh.log_probs(source), policy.log_probs(source), atol=1e-7, rtol=1e-7)
+    assert [n for n, p in fresh.named_parameters() if p.requires_grad] == [
+        n for n, p in policy.named_parameters() if p.requires_grad
+    ]
