@@ -14,7 +14,7 @@ import torch
 from lit_nash.algorithms.base import Algorithm
 from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
-from lit_nash.rollout import gather, label_all_pairs, select_pairs
+from lit_nash.rollout import PAIR_SELECTIONS, gather, label_all_pairs, select_pairs
 
 TARGETS = ("constant", "soft")
 
@@ -45,20 +45,29 @@ class INPO(Algorithm):
 def check_pair_settings(algo: str, k: int, pairs: str, target: str) -> None:
     if k < 2:
         raise ValueError(f"algo={algo}: k must be >= 2 samples per prompt, got {k}")
-    if pairs not in ("best_worst", "top2", "tournament"):
-        raise ValueError(f"algo={algo}: pairs must be one of ['best_worst', 'top2', 'tournament'], got {pairs!r}")
+    if pairs not in ("all", *PAIR_SELECTIONS):
+        raise ValueError(f"algo={algo}: pairs must be one of {['all', *PAIR_SELECTIONS]}, got {pairs!r}")
+    if pairs == "all" and target != "soft":
+        raise ValueError(f"algo={algo}: pairs=all needs target=soft (every pair carries its own label)")
     if target not in TARGETS:
         raise ValueError(f"algo={algo}: target must be one of {list(TARGETS)}, got {target!r}")
 
 
 def pair_rollout(policy, prompt, algo, anchors):
-    """k samples from π_t, all pairs labeled, one selected pair per prompt, and the log-probs of π_t
-    (``prev``) and of each snapshot in ``anchors`` computed once, without grad."""
+    """k samples from π_t, all pairs labeled, one selected pair per prompt (or every pair, ``pairs=all``:
+    an unbiased estimate of the exact on-policy loss), and the log-probs of π_t (``prev``) and of each
+    snapshot in ``anchors`` computed once, without grad."""
     samples = policy.sample(prompt, algo.k)
     P = label_all_pairs(policy.preference, prompt, samples)
-    w, l = select_pairs(P, algo.pairs)
-    pair = torch.cat([gather(samples, w), gather(samples, l)], dim=1)
-    p = P[torch.arange(len(prompt)), w, l]
+    if algo.pairs == "all":
+        i, j = torch.triu_indices(algo.k, algo.k, offset=1, device=samples.device)
+        prompt = prompt.repeat_interleave(len(i))
+        pair = torch.stack([samples[:, i], samples[:, j]], dim=2).flatten(0, 1)  # (N·m, 2, ...)
+        p = P[:, i, j].flatten()
+    else:
+        w, l = select_pairs(P, algo.pairs)
+        pair = torch.cat([gather(samples, w), gather(samples, l)], dim=1)
+        p = P[torch.arange(len(prompt)), w, l]
     batch = {"prompt": prompt, "pair": pair, "p": p, "keep": (p > 0.5).to(p.dtype)}
     for source in ["policy", *anchors]:
         logp = policy.response_log_probs(prompt, pair, source=source, reduction=algo.logprob_reduction)

@@ -39,6 +39,13 @@ def _snapshot_name(key: str) -> str:
     return key[len(_PREFIX):].replace("__", "/")
 
 
+def _plain(config: Any) -> dict:
+    """A Hydra DictConfig (whose lists are not ``list``s, which peft checks for) as plain Python."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(config) if OmegaConf.is_config(config) else dict(config)
+
+
 def _check_name(name: str) -> None:
     if not _NAME.fullmatch(name):
         raise ValueError(f"snapshot name {name!r} must look like 'magnet', 'prev_iter' or 'history/0'")
@@ -119,7 +126,7 @@ class CausalLMPolicy(L.LightningModule):
 
             with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **dict(lora)))
+                model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_plain(lora)))
         _disable_dropout(model)  # LoRA's dropout too
         self.model = model.train()  # from_pretrained leaves eval mode; without dropout the two modes agree
         enc = self.tokenizer(list(prompts), padding=True, padding_side="left", return_tensors="pt")

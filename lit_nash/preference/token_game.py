@@ -41,7 +41,7 @@ class TokenGameOracle(GameOracle):
         ids = ids[: ids.index(eos)]
         if any(i in self._special for i in ids):
             return None
-        return tuple(self.tokenizer.decode(ids).split())
+        return tuple(self.tokenizer.decode(ids, clean_up_tokenization_spaces=False).split())
 
     def action_indices(self, responses: Tensor) -> Tensor:
         """Game action of every response (..., T) → (...) long; the invalid action for non-responses."""
