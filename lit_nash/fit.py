@@ -26,6 +26,7 @@ def fit(cfg: DictConfig) -> float:
 
     from lit_nash.metrics import GameMetrics
     from lit_nash.progress import progress_bar
+    from lit_nash.rng import RNGCheckpoint
     from lit_nash.tracking import flat_params, summary_line
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -48,14 +49,14 @@ def fit(cfg: DictConfig) -> float:
     logger = instantiate(
         cfg.logger, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{tags['game']}-seed{cfg.seed}"
     )
-    callbacks = [algorithm, metrics]
+    callbacks = [algorithm, metrics, RNGCheckpoint()]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
 
     start = time.perf_counter()
-    trainer.fit(policy, datamodule=data)
+    trainer.fit(policy, datamodule=data, ckpt_path=cfg.ckpt_path)
     final = metrics.final(policy)
     if trainer.is_global_zero:
         seconds = time.perf_counter() - start

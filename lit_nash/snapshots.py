@@ -22,8 +22,14 @@ class Snapshots(nn.Module):
             raise KeyError(f"no snapshot {name!r}; taken so far: {sorted(self._buffers)}")
         return self._buffers[name]
 
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if hasattr(nn.Module, name) or not name.isidentifier():
+            raise ValueError(f"snapshot name {name!r} is not usable: pick an identifier that is not an nn.Module attribute")
+
     def set(self, name: str, value: Tensor) -> None:
         """Take (or overwrite) snapshot ``name`` as a detached copy of ``value``."""
+        self._check_name(name)
         value = value.detach().clone()
         if name in self._buffers and self._buffers[name].shape == value.shape:
             self._buffers[name].copy_(value)
@@ -32,6 +38,7 @@ class Snapshots(nn.Module):
 
     def push(self, name: str, value: Tensor, maxlen: int) -> None:
         """Prepend ``value`` to history ``name`` (stacked on dim 0, newest first), keeping ``maxlen``."""
+        self._check_name(name)
         value = value.detach().unsqueeze(0)
         history = torch.cat([value, self._buffers[name]])[:maxlen] if name in self else value.clone()
         self.register_buffer(name, history)
