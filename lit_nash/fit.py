@@ -8,11 +8,12 @@ DataModule, one Lightning Trainer and one MLflow run.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="fit")
@@ -33,15 +34,15 @@ def fit(cfg: DictConfig) -> float:
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
 
     game = instantiate(cfg.game)
-    preference = instantiate(cfg.preference, game=game)
+    if cfg.policy.get("model_path", "") is None:  # an LM task without a model: a random-init tiny LM for the game
+        from lit_nash.models import tiny_causal_lm
+
+        with open_dict(cfg):
+            cfg.policy.model_path = str(tiny_causal_lm(Path(cfg.output_dir) / "tiny_lm", game.vocabulary(), seed=cfg.seed))
+    # built objects go in through partials: instantiate(cfg, obj=...) would merge them into the config
+    preference = instantiate(cfg.preference, _partial_=True)(game=game)
     algorithm = instantiate(cfg.algo)
-    policy = instantiate(
-        cfg.policy,
-        num_prompts=game.num_prompts,
-        num_actions=game.num_actions,
-        algorithm=algorithm,
-        preference=preference,
-    )
+    policy = instantiate(cfg.policy, _partial_=True)(game=game, algorithm=algorithm, preference=preference)
     data = instantiate(cfg.data, num_prompts=game.num_prompts)
     metrics = GameMetrics(tau=cfg.metrics.tau)
 

@@ -6,6 +6,8 @@ Definitions (ALGORITHMS.md §3), each averaged over the prompts (games) of the r
 * ``game/reg_duality_gap``  2τ·log Σ μ·exp(Pπ/τ) − 1 + 2τ·KL(π‖μ), μ the reference (0 exactly at π*_τ(μ))
 * ``game/exploitability``   max_y P(y ≻ π) − ½
 * ``game/kl_to_ne``         KL(π* ‖ π), π* the LP equilibrium (one NE when it is not unique)
+* ``game/invalid_mass``     (LM policies) probability of responses outside the game's response set; the
+                            game counts them as one "invalid" action that loses to every response
 
 They are computed on the steps the logger writes (every ``trainer.log_every_n_steps``) and at the last step.
 """
@@ -55,6 +57,8 @@ class GameMetrics(L.Callback):
         )
         pl_module.log("game/duality_gap", metrics.pop("game/duality_gap"), prog_bar=True)
         pl_module.log_dict(metrics)
+        if hasattr(pl_module, "invalid_mass"):  # an LM's mass outside the game's responses
+            pl_module.log("game/invalid_mass", pl_module.invalid_mass())
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The last step always reaches the logger, whatever ``log_every_n_steps`` is."""

@@ -14,6 +14,7 @@ from lit_nash.games.equilibria import (
     regularized_duality_gap,
     regularized_nash,
 )
+from lit_nash.games.token import TokenGame, token_game
 from lit_nash.games.matrix import (
     MatrixGame,
     bt_mixture,
@@ -26,6 +27,8 @@ from lit_nash.games.matrix import (
 
 __all__ = [
     "MatrixGame",
+    "TokenGame",
+    "token_game",
     "bt_mixture",
     "comal_cycle",
     "duality_gap",

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_nash.metrics import is_logging_step
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*(?:/[0-9]+)?")  # "ref", "magnet", "history/0"
@@ -168,7 +170,7 @@ class CausalLMPolicy(L.LightningModule):
         warp = self._warpers(temperature, top_k, top_p)
         ids, mask = self._prompt_batch(prompt, k)
         B = ids.shape[0]
-        caches = [DynamicCache(config=self._config) for _ in sources]
+        caches = [DynamicCache(config=self.model.config) for _ in sources]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         step_ids, seq, tokens = ids, ids, []
         done = torch.zeros(B, dtype=torch.bool, device=ids.device)
@@ -338,10 +340,6 @@ class CausalLMPolicy(L.LightningModule):
                 params[key.replace(f".{src}.", f".{dst}.")].copy_(p)
 
     # -- model calls ------------------------------------------------------------------------------------
-    @property
-    def _config(self):
-        return self.model.config
-
     def _sources(self, source: str, mixture_coef: float) -> list[tuple[str, float]]:
         if source == "mixture":
             c = float(mixture_coef)
@@ -410,7 +408,10 @@ class CausalLMPolicy(L.LightningModule):
 
     # -- Lightning ----------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self.algorithm.training_step(self, batch)
+        loss = self.algorithm.sampled_step(self, batch["prompt"])
+        if is_logging_step(self.trainer):
+            self.log("train/loss", loss)
+        return loss
 
     def optimize(self, loss: Tensor) -> None:
         """One manual optimization step: zero_grad, backward (Lightning's, for precision/strategy), step."""

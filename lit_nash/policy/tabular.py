@@ -44,8 +44,8 @@ def reference_logits(kind: str, num_prompts: int, num_actions: int, seed: int = 
 class TabularPolicy(L.LightningModule):
     def __init__(
         self,
-        num_prompts: int,
-        num_actions: int,
+        num_prompts: int | None = None,
+        num_actions: int | None = None,
         reference: str = "uniform",
         reference_seed: int = 0,
         init: str = "reference",
@@ -55,8 +55,14 @@ class TabularPolicy(L.LightningModule):
         lr: float = 0.1,
         algorithm: Any = None,
         preference: Any = None,
+        game: Any = None,
     ):
+        """Sizes come from ``game`` (prompts × actions) or from ``num_prompts`` and ``num_actions``."""
         super().__init__()
+        if game is not None:
+            num_prompts, num_actions = game.num_prompts, game.num_actions
+        if num_prompts is None or num_actions is None:
+            raise ValueError("TabularPolicy needs a game or num_prompts and num_actions")
         if init not in ("reference", "uniform"):
             raise ValueError(f"policy.init must be 'reference' or 'uniform', got {init!r}")
         if mode not in MODES:
@@ -67,7 +73,7 @@ class TabularPolicy(L.LightningModule):
             raise ValueError(f"policy.lr must be > 0, got {lr}")
         if dtype not in DTYPES:
             raise ValueError(f"policy.dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        self.save_hyperparameters(ignore=["algorithm", "preference"], logger=False)  # the run logs the whole config
+        self.save_hyperparameters(ignore=["algorithm", "preference", "game"], logger=False)  # the run logs the whole config
         ref = reference_logits(reference, num_prompts, num_actions, reference_seed).to(DTYPES[dtype])
         start = ref if init == "reference" else torch.zeros_like(ref)
         self.logits = nn.Parameter(D.normalize(start))

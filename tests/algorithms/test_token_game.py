@@ -1,0 +1,51 @@
+"""Rung 4 of the correctness ladder: a real transformers causal LM (a random-init tiny GPT-2) trained with
+each algorithm's practical loss on a token game lowers its *exact* duality gap, through the real fit
+recipe (Hydra config, Lightning Trainer, MLflow store).
+
+The untrained LM puts ~90–97% of its mass outside the game's responses (the "invalid" action, which loses
+to every response), so its gap starts near 0.9–0.97. Measured after 300 optimizer steps (2-core CPU,
+docs/results.md): EGPO 0.15, MPO 0.12, Nash-MD 0.21, INPO 0.25, SPPO 0.26, MNPO 0.28, online IPO 0.39,
+COMAL 0.27 (all pairs, soft labels), Nash-MP 0.29 (600 steps). The test asks for a gap at most half of the start — a
+factor every algorithm clears with margin within the budget — and for the invalid mass to fall.
+"""
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from mlflow import MlflowClient
+from omegaconf import open_dict
+
+from lit_nash.fit import fit
+
+BUDGET = {
+    # mirror prox in parameter space discards the half step's progress: twice the steps, a larger learning rate
+    "nash_mp": ["trainer.max_steps=600", "policy.lr=0.005"],
+    # the official top-1-vs-top-2 pair is 4 pairs a step on 4 prompts, too little signal for 300 steps;
+    # every on-policy pair with soft labels is the unbiased estimate of the same loss
+    "comal": ["algo.pairs=all", "algo.target=soft"],
+}
+ALGOS = ["egpo", "inpo", "mnpo", "mpo", "comal", "nash_mp", "nash_md", "online_ipo", "sppo"]
+
+
+def history(store, key):
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id])
+    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_lm_lowers_its_exact_duality_gap(algo, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    overrides = ["task=token_game", f"algo={algo}", f"output_dir={tmp_path}", f"trainer.default_root_dir={tmp_path}",
+                 f"logger.tracking_uri={store}", "trainer.enable_progress_bar=false", *BUDGET.get(algo, [])]
+    with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
+        cfg = compose("fit", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # as the CLI hands it to the task function
+        final_gap = fit(cfg)
+    gaps, invalid = history(store, "game/duality_gap"), history(store, "game/invalid_mass")
+    assert gaps[0] > 0.85, "the untrained LM should start far from the equilibrium"
+    assert final_gap == pytest.approx(gaps[-1])
+    assert gaps[-1] < gaps[0] / 2
+    assert invalid[-1] < invalid[0] / 2
