@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from lit_nash.algorithms import ALGORITHMS, Algorithm
-from lit_nash.games import MatrixGame
+from lit_nash.games import MatrixGame, TokenGame
 
 from .cli import REPO
 
@@ -51,7 +51,7 @@ def test_every_algo_config_instantiates_its_algorithm(composed, name):
 @pytest.mark.parametrize("name", options("game"))
 def test_every_game_config_builds_a_valid_game(composed, name):
     game = instantiate(composed(f"game={name}").game)
-    assert isinstance(game, MatrixGame) and game.num_actions >= 2
+    assert isinstance(game, (MatrixGame, TokenGame)) and game.num_actions >= 2
 
 
 @pytest.mark.parametrize("group", ["policy", "preference", "data", "trainer", "logger"])

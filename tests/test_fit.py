@@ -89,3 +89,13 @@ def test_lightning_relaunch_keeps_the_subcommand(tmp_path):
     assert rank1_log.exists()
     client, (run,) = runs(tmp_path)
     assert last(client, run, "game/duality_gap").step == 19
+
+
+def test_sampled_play_on_the_tabular_policy_through_the_cli(tmp_path):
+    """policy=tabular rollout=sampled: EGPO's practical loss on sampled responses, the real CLI and store."""
+    out = run_cli("fit", "rollout=sampled", "algo=egpo", "algo.k=256", "policy.lr=0.05", "trainer.max_steps=2000",
+                  "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, (run,) = runs(tmp_path)
+    history = sorted(client.get_metric_history(run.info.run_id, "game/reg_duality_gap"), key=lambda m: m.step)
+    assert history[-1].value < history[0].value / 5

@@ -17,7 +17,7 @@ from lit_nash.rng import RNGCheckpoint
 SETTINGS = {"mpo": {"magnet_every": 3}, "comal": {"reset_every": 3}, "mnpo": {"history_weights": [0.5, 0.3, 0.2]}}
 
 
-def build(name, steps, tmp_path):
+def build(name, steps, tmp_path, epochs_per_round=1):
     game = egpo_random(num_actions=5, num_games=4, seed=0)
     algo = ALGORITHMS[name](**SETTINGS.get(name, {}))
     policy = TabularPolicy(game.num_prompts, game.num_actions, reference="gaussian", mode="sampled",
@@ -25,7 +25,7 @@ def build(name, steps, tmp_path):
     trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path, log_every_n_steps=1,
                         callbacks=[algo, GameMetrics(tau=0.1), RNGCheckpoint()])
-    return policy, trainer, GameDataModule(game.num_prompts, prompts_per_step=3)
+    return policy, trainer, GameDataModule(game.num_prompts, prompts_per_step=3, epochs_per_round=epochs_per_round)
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -55,6 +55,24 @@ def test_resumed_run_equals_uninterrupted_run(name, tmp_path):
         assert torch.equal(state[key], value), key
     for key, value in full[1].items():
         assert torch.equal(metrics[key], value), key
+
+
+@pytest.mark.parametrize("name", ["sppo", "inpo", "comal", "mpo"])
+def test_resume_mid_round_of_iterative_mode(name, tmp_path):
+    """Rounds of 3 steps, stopped after step 7 (mid-round): the round's samples come back from the checkpoint."""
+    L.seed_everything(0, verbose=False)
+    policy, trainer, data = build(name, 14, tmp_path / "full", epochs_per_round=3)
+    trainer.fit(policy, datamodule=data)
+    full = {k: v.clone() for k, v in policy.state_dict().items()}
+    L.seed_everything(0, verbose=False)
+    policy, trainer, data = build(name, 7, tmp_path / "first", epochs_per_round=3)
+    trainer.fit(policy, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    L.seed_everything(5, verbose=False)
+    policy, trainer, data = build(name, 14, tmp_path / "second", epochs_per_round=3)
+    trainer.fit(policy, datamodule=data, ckpt_path=tmp_path / "mid.ckpt")
+    for key, value in full.items():
+        assert torch.equal(policy.state_dict()[key], value), key
 
 
 def test_egpo_restore_is_bit_identical_with_adam_state(tmp_path):

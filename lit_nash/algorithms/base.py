@@ -43,6 +43,7 @@ class Algorithm(L.Callback):
         self.eta = float(eta)
         self.tau = None if tau is None else float(tau)
         self.step = 0  # completed iterations
+        self.round: dict[str, Tensor] | None = None  # the current round's rollout (iterative mode)
 
     # -- the math ------------------------------------------------------------------------------
     def exact_step(self, policy: Any, win_rates: WinRates) -> Tensor:
@@ -57,9 +58,12 @@ class Algorithm(L.Callback):
         """The practical loss on a rollout batch (differentiable in the policy's parameters)."""
         raise NotImplementedError
 
-    def sampled_step(self, policy: Any, prompt: Tensor) -> Tensor:
-        """One online step on sampled responses: rollout, loss, optimizer step. Returns the loss."""
-        loss = self.loss(policy, self.rollout(policy, prompt))
+    def sampled_step(self, policy: Any, prompt: Tensor, new_round: bool = True) -> Tensor:
+        """One step on sampled responses: rollout (once per round: the round's samples and their snapshot
+        log-probs stay frozen for all its epochs), loss, optimizer step. Returns the loss."""
+        if new_round or self.round is None:
+            self.round = self.rollout(policy, prompt)
+        loss = self.loss(policy, self.round)
         policy.optimize(loss)
         return loss.detach()
 
@@ -82,14 +86,16 @@ class Algorithm(L.Callback):
         self.end_step(pl_module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step}
+        """The step counter, and the current round's rollout so that a resume mid-round trains on it."""
+        return {"step": self.step} if self.round is None else {"step": self.step, "round": self.round}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.step = int(state_dict["step"])
+        self.round = state_dict.get("round")
 
     def hparams(self) -> dict[str, Any]:
         """The constructor's arguments as set: exactly the keys of conf/algo/<name>.yaml."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]  # not step/round
         return {name: getattr(self, name) for name in names}
 
     def __repr__(self) -> str:

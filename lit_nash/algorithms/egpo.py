@@ -32,7 +32,8 @@ class EGPO(Algorithm):
         full, _half = D.two_call(op, policy.log_probs(), win_rates)
         return full
 
-    def sampled_step(self, policy, prompt):
+    def sampled_step(self, policy, prompt, new_round=True):
+        # samples from its half step every iteration, so rounds do not apply
         start = training_state(policy)
         policy.optimize(self._ipo.loss(policy, self._ipo.rollout(policy, prompt)))  # θ_{t+½}
         batch = self._ipo.rollout(policy, prompt)  # samples from the half-step policy

@@ -45,7 +45,8 @@ class NashMP(Algorithm):
             policy.optimize(loss)
         return loss.detach()
 
-    def sampled_step(self, policy, prompt):
+    def sampled_step(self, policy, prompt, new_round=True):
+        # samples from its half step every iteration, so rounds do not apply
         start = training_state(policy)
         self._prox_steps(policy, prompt, opponent="anchor")
         policy.refresh_snapshot("half_step")

@@ -408,7 +408,7 @@ class CausalLMPolicy(L.LightningModule):
 
     # -- Lightning ----------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.algorithm.sampled_step(self, batch["prompt"])
+        loss = self.algorithm.sampled_step(self, batch["prompt"], bool(batch.get("new_round", True)))
         if is_logging_step(self.trainer):
             self.log("train/loss", loss)
         return loss

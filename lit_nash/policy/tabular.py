@@ -144,7 +144,7 @@ class TabularPolicy(L.LightningModule):
     # -- Lightning -----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         if self.hparams.mode == "sampled":
-            loss = self.algorithm.sampled_step(self, batch["prompt"])
+            loss = self.algorithm.sampled_step(self, batch["prompt"], bool(batch.get("new_round", True)))
         else:
             target = self.algorithm.exact_step(self, self.preference.win_rates)
             if not torch.isfinite(target).all():
