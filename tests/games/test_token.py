@@ -7,6 +7,7 @@ from lit_nash.games import nash_equilibrium, validate_preference_matrix
 from lit_nash.games.token import TokenGame, token_game
 from lit_nash.models import build_tokenizer
 from lit_nash.preference.token_game import TokenGameOracle
+from lit_nash.rollout import label
 
 
 def test_enumerates_every_word_sequence_plus_invalid():
@@ -113,8 +114,8 @@ def test_oracle_rejects_non_probabilities_and_bad_shapes(oracle):
     saved = oracle.P.clone()
     try:
         oracle.P[0, 0, 0] = float("nan")
-        with pytest.raises(ValueError, match=r"prompt 0, pair \(\[.*\]\) = actions \(0, 0\)"):
-            oracle.prob(torch.tensor([0]), a, a)
+        with pytest.raises(ValueError, match=r"returned nan for prompt 0, pair 0 \(responses \[.*\] vs \[.*\]\)"):
+            label(oracle, torch.tensor([0]), a, a)  # every preference model's output is checked here
     finally:
         oracle.P.copy_(saved)
 
