@@ -1,4 +1,4 @@
-"""Exact game metrics, logged after every step when the game's equilibrium is computable.
+"""Exact game metrics of the policy, when the game's equilibrium is computable (matrix and token games).
 
 Definitions (ALGORITHMS.md §3), each averaged over the prompts (games) of the run:
 
@@ -68,4 +68,7 @@ class GameMetrics(L.Callback):
     @torch.no_grad()
     def final(self, pl_module: L.LightningModule) -> dict[str, float]:
         m = game_metrics(pl_module.preference.P, pl_module.log_probs(), pl_module.snapshot("ref"), self.tau, self.ne)
-        return {k: float(v) for k, v in m.items()}
+        final = {k: float(v) for k, v in m.items()}
+        if hasattr(pl_module, "invalid_mass"):
+            final["game/invalid_mass"] = float(pl_module.invalid_mass())
+        return final

@@ -2,7 +2,7 @@
 
 A snapshot is the policy's log-probabilities at some moment: ``ref`` (the reference), ``magnet``
 (MPO), ``anchor`` (COMAL), or a history ring of the most recent iterates (MNPO). For a tabular policy a
-snapshot is a (prompts × K) tensor; the causal-LM policy of later issues stores LoRA adapters instead.
+snapshot is a (prompts × K) tensor; the causal-LM policy keeps its own (LoRA adapters or state copies).
 """
 
 from __future__ import annotations

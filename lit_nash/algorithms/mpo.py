@@ -8,6 +8,10 @@ Practical loss [I, no official code]: maximize E_{y~π_θ}[P(y ≻ y')] − τ·
 y' ~ π_t, by REINFORCE with baseline ½ and the KL terms as score-function terms (``variant: mpo``), or with
 the KL terms folded into the reward (``variant: rt``, MPO-RT): r̃ = P(y≻y') − τ·log(π_θ/μ_k) − (1/η)·log(π_θ/π_t).
 The 1/η coefficient makes the prox step of the exact form the population optimum of one outer step.
+The proximal term has zero gradient at π_θ = π_t, so it acts only across several gradient steps on one
+rollout (``rollout.epochs_per_round`` > 1); with one step per rollout the learning rate is the step size.
+With one reward per sequence, MPO-RT's folded reward gives the same gradient as MPO; the variants differ
+only with per-token rewards (token-level credit, as in Safe-RLHF's PPO), which lit_nash does not implement.
 """
 
 from lit_nash.algorithms.base import Algorithm, check_period

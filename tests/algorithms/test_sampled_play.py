@@ -4,8 +4,11 @@ policy through the real Lightning loop, drives the exact gaps of the COMAL 3-cyc
 Thresholds, from the theory and the exact dynamics (tests/algorithms/test_<name>.py):
 * regularized methods converge to π*_τ: the regularized gap (τ = 0.1, uniform μ) must fall 5× below its
   start (7.3e-3 at the uniform policy) — sampling noise leaves a floor proportional to the learning rate;
-* MPO and COMAL converge to the original NE: the duality gap must end below π*_τ's 0.0245, the plateau
-  that no regularized-only method can pass;
+* MPO and COMAL converge to the original NE: the policy averaged over the last 2000 steps (averaging
+  removes the sampling noise, which alone can push a single iterate below the line) must have a gap
+  under 0.015, well below π*_τ's 0.0245, the plateau of every regularized-only method; INPO and MMD,
+  run the same way, are the control: their averages sit on the plateau (measured MPO 0.0079,
+  COMAL 0.0089; INPO 0.0265, MMD 0.0243);
 * SPPO (MWU) has no last-iterate guarantee; its time-averaged policy must beat the uniform start.
 """
 
@@ -23,18 +26,24 @@ START_GAP, START_REG_GAP, PLATEAU = 0.0667, 7.34e-3, 0.0245
 
 
 class AveragePolicy(L.Callback):
-    def __init__(self):
-        self.total, self.count = 0.0, 0
+    """The mean policy over the steps after ``start``."""
+
+    def __init__(self, start: int = 0):
+        self.start, self.total, self.count = start, 0.0, 0
 
     def on_train_batch_end(self, trainer, pl_module, *args):
-        self.total, self.count = self.total + pl_module.log_probs().exp(), self.count + 1
+        if trainer.global_step > self.start:
+            self.total, self.count = self.total + pl_module.log_probs().exp(), self.count + 1
+
+    def gap(self):
+        return duality_gap(comal_cycle().P, self.total / self.count).item()
 
 
-def play(algo, steps, lr):
+def play(algo, steps, lr, average_from=0):
     L.seed_everything(0, verbose=False)
     game = comal_cycle()
     policy = TabularPolicy(1, 3, mode="sampled", lr=lr, algorithm=algo, preference=GameOracle(game))
-    average = AveragePolicy()
+    average = AveragePolicy(average_from)
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[algo, average])
     trainer.fit(policy, datamodule=GameDataModule(1))
@@ -62,17 +71,21 @@ def test_regularized_methods_approach_the_regularized_equilibrium(name):
 
 
 @pytest.mark.parametrize(
-    "make,steps,lr",
-    [(lambda: MPO(k=64, magnet_every=1000), 6000, 0.1),
-     (lambda: COMAL(k=32, reset_every=1000, pairs="all", target="soft"), 6000, 0.05)],
-    ids=["mpo", "comal"],
+    "make,lr,passes",
+    [(lambda: MPO(k=64, magnet_every=1000), 0.1, True),
+     (lambda: COMAL(k=32, reset_every=1000, pairs="all", target="soft"), 0.05, True),
+     (lambda: INPO(k=16, pairs="all", target="soft"), 0.05, False),
+     (lambda: MMD(k=64), 0.1, False)],
+    ids=["mpo", "comal", "inpo-control", "mmd-control"],
 )
-def test_magnet_and_prox_resets_pass_the_regularized_plateau(make, steps, lr):
-    gap, _, _ = play(make(), steps, lr)
-    assert gap < PLATEAU
+def test_magnet_and_prox_resets_pass_the_regularized_plateau(make, lr, passes):
+    _, _, average = play(make(), 6000, lr, average_from=4000)
+    if passes:
+        assert average.gap() < 0.015
+    else:
+        assert average.gap() > 0.02  # regularized only: stuck near π*_τ's gap 0.0245
 
 
 def test_sppo_average_iterate_improves_on_the_start():
-    gap, _, average = play(SPPO(k=16), 3000, 0.05)
-    avg_gap = duality_gap(comal_cycle().P, average.total / average.count).item()
-    assert avg_gap < START_GAP / 2
+    _, _, average = play(SPPO(k=16), 3000, 0.05)
+    assert average.gap() < START_GAP / 2
