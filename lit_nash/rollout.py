@@ -89,12 +89,10 @@ def gather(responses: Tensor, index: Tensor) -> Tensor:
 def play_against(policy, prompt: Tensor, k: int, opponent: str, anchors: list[str], reduction: str,
                  mixture_coef: float = 0.0) -> dict[str, Tensor]:
     """k responses from the policy against k from ``opponent`` (a source: "policy", a snapshot, "mixture"),
-    labeled pairwise, with the log-probs of the responses under each anchor computed once without grad
-    ("prev" is the policy at sampling time, π_t)."""
+    labeled pairwise, with the log-probs of the responses under each anchor computed once without grad."""
     responses = policy.sample(prompt, k)
     opponents = policy.sample(prompt, k, source=opponent, mixture_coef=mixture_coef)
     batch = {"prompt": prompt, "responses": responses, "p": label(policy.preference, prompt, responses, opponents)}
     for anchor in anchors:
-        source = "policy" if anchor == "prev" else anchor
-        batch[anchor] = policy.response_log_probs(prompt, responses, source=source, reduction=reduction).detach()
+        batch[anchor] = policy.response_log_probs(prompt, responses, source=anchor, reduction=reduction)
     return batch

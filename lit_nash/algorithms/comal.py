@@ -43,7 +43,7 @@ class COMAL(Algorithm):
 
     def loss(self, policy, batch):
         r = self.eta * self.tau
-        return pair_loss(policy, batch, self, [(r, batch["anchor"]), (1 - r, batch["prev"])])
+        return pair_loss(policy, batch, self, [(r, "anchor"), (1 - r, "prev")])
 
     def schedule(self, policy):
         if D.is_reset_step(self.step, self.reset_every):

@@ -12,7 +12,7 @@ iterate (tests/algorithms/test_losses.py). MNPO and COMAL reuse ``pair_rollout``
 import torch
 
 from lit_nash.algorithms.base import Algorithm
-from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
+from lit_nash.algorithms.losses import anchored_log_ratio, first_forward, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import PAIR_SELECTIONS, gather, label_all_pairs, select_pairs
 
@@ -39,7 +39,7 @@ class INPO(Algorithm):
 
     def loss(self, policy, batch):
         r = self.eta * self.tau
-        return pair_loss(policy, batch, self, [(r, batch["ref"]), (1 - r, batch["prev"])])
+        return pair_loss(policy, batch, self, [(r, "ref"), (1 - r, "prev")])
 
 
 def check_pair_settings(algo: str, k: int, pairs: str, target: str) -> None:
@@ -55,8 +55,8 @@ def check_pair_settings(algo: str, k: int, pairs: str, target: str) -> None:
 
 def pair_rollout(policy, prompt, algo, anchors):
     """k samples from π_t, all pairs labeled, one selected pair per prompt (or every pair, ``pairs=all``:
-    an unbiased estimate of the exact on-policy loss), and the log-probs of π_t (``prev``) and of each
-    snapshot in ``anchors`` computed once, without grad."""
+    an unbiased estimate of the exact on-policy loss), and the log-probs of each snapshot in ``anchors``
+    computed once, without grad. π_t's own log-probs (``prev``) come from the loss's first forward."""
     samples = policy.sample(prompt, algo.k)
     P = label_all_pairs(policy.preference, prompt, samples)
     if algo.pairs == "all":
@@ -69,15 +69,16 @@ def pair_rollout(policy, prompt, algo, anchors):
         pair = torch.cat([gather(samples, w), gather(samples, l)], dim=1)
         p = P[torch.arange(len(prompt)), w, l]
     batch = {"prompt": prompt, "pair": pair, "p": p, "keep": (p > 0.5).to(p.dtype)}
-    for source in ["policy", *anchors]:
-        logp = policy.response_log_probs(prompt, pair, source=source, reduction=algo.logprob_reduction)
-        batch["prev" if source == "policy" else source] = logp.detach()
+    for source in anchors:
+        batch[source] = policy.response_log_probs(prompt, pair, source=source, reduction=algo.logprob_reduction)
     return batch
 
 
 def pair_loss(policy, batch, algo, anchors):
+    """``anchors`` are (weight, key of batch) pairs; the key "prev" is π_t at sampling time."""
     logp = policy.response_log_probs(batch["prompt"], batch["pair"], reduction=algo.logprob_reduction)
-    h = anchored_log_ratio(logp, anchors)
+    first_forward(batch, logp)
+    h = anchored_log_ratio(logp, [(w, batch[key]) for w, key in anchors])
     if algo.target == "constant":
         return squared_regression(h[:, 0] - h[:, 1], torch.full_like(batch["p"], algo.eta / 2), batch["keep"])
     # soft labels; an exact batch (every pair) carries the on-policy pair weights π_t(y)·π_t(y')

@@ -53,7 +53,7 @@ class MNPO(Algorithm):
     def loss(self, policy, batch):
         r = self.eta * self.tau
         history = sorted((key for key in batch if key.startswith("history/")), key=lambda k: int(k.split("/")[1]))
-        anchors = [(r, batch["ref"])] + [((1 - r) * w, batch[key]) for w, key in zip(self._weights(len(history)), history)]
+        anchors = [(r, "ref")] + [((1 - r) * w, key) for w, key in zip(self._weights(len(history)), history)]
         return pair_loss(policy, batch, self, anchors)
 
     def schedule(self, policy):

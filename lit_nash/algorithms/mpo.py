@@ -15,7 +15,7 @@ only with per-token rewards (token-level credit, as in Safe-RLHF's PPO), which l
 """
 
 from lit_nash.algorithms.base import Algorithm, check_period
-from lit_nash.algorithms.losses import policy_gradient
+from lit_nash.algorithms.losses import first_forward, policy_gradient
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import play_against
 
@@ -41,11 +41,11 @@ class MPO(Algorithm):
         return D.prox(l, win_rates(l), self.eta, self.tau, policy.snapshot(self.magnet))
 
     def rollout(self, policy, prompt):
-        return play_against(policy, prompt, self.k, "policy", [self.magnet, "prev"], self.logprob_reduction)
+        return play_against(policy, prompt, self.k, "policy", [self.magnet], self.logprob_reduction)
 
     def loss(self, policy, batch):
         logp = policy.response_log_probs(batch["prompt"], batch["responses"], reduction=self.logprob_reduction)
-        kl_terms = [(self.tau, batch[self.magnet]), (1 / self.eta, batch["prev"])]
+        kl_terms = [(self.tau, batch[self.magnet]), (1 / self.eta, first_forward(batch, logp))]
         if self.variant == "rt":
             reward = batch["p"] - sum(c * (logp.detach() - anchor) for c, anchor in kl_terms)
             return policy_gradient(logp, reward)

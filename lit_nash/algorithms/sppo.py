@@ -11,7 +11,7 @@ responses is the MWU iterate (tests/algorithms/test_losses.py).
 import torch
 
 from lit_nash.algorithms.base import Algorithm
-from lit_nash.algorithms.losses import squared_regression
+from lit_nash.algorithms.losses import first_forward, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import gather, label_all_pairs, win_rate_scores
 
@@ -36,10 +36,9 @@ class SPPO(Algorithm):
         best, worst = scores.argmax(-1), scores.argmin(-1)
         pair = torch.cat([gather(samples, best), gather(samples, worst)], dim=1)
         target = self.eta * (torch.cat([scores.gather(1, best[:, None]), scores.gather(1, worst[:, None])], 1) - 0.5)
-        prev = policy.response_log_probs(prompt, pair, reduction=self.logprob_reduction).detach()
-        return {"prompt": prompt, "pair": pair, "target": target, "prev": prev}
+        return {"prompt": prompt, "pair": pair, "target": target}
 
     def loss(self, policy, batch):
         logp = policy.response_log_probs(batch["prompt"], batch["pair"], reduction=self.logprob_reduction)
-        return squared_regression(logp - batch["prev"], batch["target"])
+        return squared_regression(logp - first_forward(batch, logp), batch["target"])
 
