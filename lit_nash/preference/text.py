@@ -1,0 +1,173 @@
+"""Base of the text preference models: a pretrained ``transformers`` model judging two text responses.
+
+A text preference model owns **its own** model and tokenizer, loaded by path (never the policy's objects),
+renders each comparison with **its own** template (optionally wrapped in its tokenizer's chat template), and
+answers ``prob_text(prompts, a, b)`` → P(a ≻ b | prompt), a float32 CPU tensor of shape (n,), with all n
+pairs scored in batched forwards of ``batch_size`` sequences. The model may live on its own device
+(``device``), in which case moving the LightningModule (the Trainer does) leaves it where it was put.
+
+The model is a frozen judge: parameters do not require grad, and it is run in eval mode under no_grad.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def template_fields(template: str) -> set[str]:
+    """The ``{name}`` placeholders of a str.format template."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+class TextPreference(L.LightningModule):
+    """P(a ≻ b | prompt) for text responses from a pretrained model directory; subclasses define the scoring.
+
+    Subclasses set ``auto_class`` (the ``transformers`` Auto class name), ``default_template``, and
+    ``template_fields_required`` (the placeholders the template must use), and implement ``_prob``.
+    """
+
+    auto_class = "AutoModelForSequenceClassification"
+    default_template = "{prompt} {a} {b}"
+    template_fields_required: tuple[set[str], ...] = ({"a", "b"},)  # any one of these sets, plus optional prompt
+
+    def __init__(
+        self,
+        path: str | Path,
+        tokenizer_path: str | Path | None = None,
+        template: str | None = None,
+        use_chat_template: bool = False,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        device: str | None = None,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ):
+        super().__init__()
+        import transformers
+        from transformers import AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"preference.batch_size must be ≥ 1, got {batch_size}")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"preference.max_length must be ≥ 1 or null, got {max_length}")
+        if dtype not in DTYPES:
+            raise ValueError(f"preference.dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        path = Path(path)
+        tokenizer_path = path if tokenizer_path is None else Path(tokenizer_path)
+        for key, p in (("path", path), ("tokenizer_path", tokenizer_path)):
+            if not p.exists():
+                raise FileNotFoundError(f"{type(self).__name__}: preference.{key} {str(p)!r} does not exist")
+        self.template = self.default_template if template is None else str(template)
+        fields = template_fields(self.template)
+        allowed = set().union(*self.template_fields_required) | {"prompt"}
+        if fields - allowed or not any(req <= fields for req in self.template_fields_required):
+            need = " or ".join("{" + "}, {".join(sorted(r)) + "}" for r in self.template_fields_required)
+            raise ValueError(
+                f"{type(self).__name__}: template {self.template!r} must use {need} (and optionally {{prompt}}), "
+                f"found {sorted(fields)}"
+            )
+        self.save_hyperparameters(logger=False)
+        self.batch_size = int(batch_size)
+        self.max_length = max_length
+        self.use_chat_template = bool(use_chat_template)
+
+        # its own tokenizer object, loaded from disk: never shared with the policy
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token_id is None:
+            if self.tokenizer.eos_token_id is None:
+                raise ValueError(f"{type(self).__name__}: the tokenizer in {str(tokenizer_path)!r} has no PAD or EOS token")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = getattr(transformers, self.auto_class).from_pretrained(
+            str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
+        )
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        model.requires_grad_(False)
+        self.model = model.eval()
+        self._pinned = torch.device(device) if device is not None else None
+        if self._pinned is not None:
+            self.model.to(self._pinned)
+
+    # -- device -------------------------------------------------------------------------------------------
+    def _apply(self, fn, *args, **kwargs):
+        """Module moves (``.to``, ``.cuda``, the Trainer's) leave a pinned model on its own device."""
+        out = super()._apply(fn, *args, **kwargs)
+        pinned = getattr(self, "_pinned", None)
+        if pinned is not None and "model" in self._modules:
+            self._modules["model"].to(pinned)
+        return out
+
+    @property
+    def model_device(self) -> torch.device:
+        """Where the preference model runs: ``device`` if given, else wherever the module is."""
+        return next(self.model.parameters()).device
+
+    # -- text -----------------------------------------------------------------------------------------------
+    def render(self, prompt: str, **responses: str) -> str:
+        """The model input for one comparison: the template filled in, wrapped in the chat template if asked."""
+        text = self.template.format(prompt=prompt, **responses)
+        if self.use_chat_template and getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        return text
+
+    def encode(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Right-padded ids and attention mask of a chunk of texts, on the model's device."""
+        chat = self.use_chat_template and getattr(self.tokenizer, "chat_template", None)
+        enc = self.tokenizer(
+            list(texts),
+            padding=True,
+            padding_side="right",
+            truncation=self.max_length is not None,
+            truncation_side="left",  # keep the end, where the verdict / last token is read
+            max_length=self.max_length,
+            add_special_tokens=not chat,  # a chat template carries its own specials
+            return_tensors="pt",
+        )
+        return {k: enc[k].to(self.model_device) for k in ("input_ids", "attention_mask")}
+
+    def chunks(self, texts: Sequence[str]) -> Iterable[tuple[Sequence[str], dict[str, Tensor]]]:
+        for i in range(0, len(texts), self.batch_size):
+            part = texts[i : i + self.batch_size]
+            yield part, self.encode(part)
+
+    # -- interface -----------------------------------------------------------------------------------------
+    def prob_text(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> Tensor:
+        """P(a[i] ≻ b[i] | prompts[i]) for n text triples → float32 CPU tensor (n,), finite and in [0, 1]."""
+        prompts, a, b = list(prompts), list(a), list(b)
+        if not len(prompts) == len(a) == len(b):
+            raise ValueError(f"prob_text needs as many prompts as responses, got {len(prompts)}, {len(a)}, {len(b)}")
+        if not prompts:
+            return torch.zeros(0, dtype=torch.float32)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                p = self._prob(prompts, a, b)
+        finally:
+            self.model.train(was_training)
+        return p.detach().to("cpu", torch.float64).clamp(0.0, 1.0).to(torch.float32)
+
+    def forward(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> Tensor:
+        return self.prob_text(prompts, a, b)
+
+    def _prob(self, prompts: list[str], a: list[str], b: list[str]) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def first_wins(logits: Tensor, label: int = 0) -> Tensor:
+    """P(first ≻ second) from a sequence classifier's logits (B, num_labels) in float64: softmax[label] over
+    2+ labels, or the sigmoid of a single logit."""
+    logits = logits.double()
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=-1)[:, label]
