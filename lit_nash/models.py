@@ -65,12 +65,7 @@ def tiny_causal_lm(
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tokenizer(words)
-    ids = dict(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    ids = _token_ids(tokenizer)
     if arch == "gpt2":
         config = GPT2Config(
             n_positions=max_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
@@ -87,8 +82,50 @@ def tiny_causal_lm(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
+    return _save(model, tokenizer, directory)
+
+
+def tiny_sequence_classifier(
+    directory: str | Path,
+    words: Sequence[str],
+    num_labels: int = 2,
+    seed: int = 0,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 2,
+    max_positions: int = 128,
+) -> Path:
+    """A random-init ``GPT2ForSequenceClassification`` over ``build_tokenizer(words)``, saved: the pairwise
+    classifier (num_labels=2: "first wins", "second wins") or a Bradley–Terry reward model (num_labels=1).
+    PAD is set (the head pools the last non-PAD token); dropout off and a forked RNG, as ``tiny_causal_lm``.
+    """
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be ≥ 1, got {num_labels}")
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = build_tokenizer(words)
+    config = GPT2Config(
+        n_positions=max_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0, num_labels=num_labels, **_token_ids(tokenizer),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2ForSequenceClassification(config)
+        # a random head on a random trunk gives near-equal logits; widen it so a test sees real preferences
+        with torch.no_grad():
+            model.score.weight.normal_(0.0, 0.3)
+    return _save(model, tokenizer, directory)
+
+
+def _token_ids(tokenizer) -> dict[str, int]:
+    """The vocabulary size and special ids a model config needs (all inside the vocabulary)."""
+    return dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def _save(model, tokenizer, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
+    model.save_pretrained(directory)  # safetensors
     tokenizer.save_pretrained(directory)
     return directory

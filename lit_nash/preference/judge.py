@@ -30,21 +30,11 @@ class LLMJudge(TextPreference):
     def __init__(
         self,
         path,
-        tokenizer_path=None,
-        template: str | None = None,
         use_chat_template: bool = True,
         verdicts: Sequence[str] = ("A", "B"),
-        batch_size: int = 16,
-        max_length: int | None = None,
-        device: str | None = None,
-        dtype: str = "float32",
-        trust_remote_code: bool = False,
+        **kwargs,  # TextPreference's: tokenizer_path, template, batch_size, max_length, device, dtype, trust_remote_code
     ):
-        super().__init__(
-            path, tokenizer_path=tokenizer_path, template=template, use_chat_template=use_chat_template,
-            batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code,
-        )
+        super().__init__(path, use_chat_template=use_chat_template, **kwargs)
         verdicts = list(verdicts)
         if len(verdicts) != 2:
             raise ValueError(f"LLMJudge: verdicts must be two strings (first wins, second wins), got {verdicts!r}")

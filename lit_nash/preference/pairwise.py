@@ -24,21 +24,11 @@ class PairwiseClassifier(TextPreference):
     def __init__(
         self,
         path,
-        tokenizer_path=None,
-        template: str | None = None,
         use_chat_template: bool = False,
         first_label: int = 0,
-        batch_size: int = 16,
-        max_length: int | None = None,
-        device: str | None = None,
-        dtype: str = "float32",
-        trust_remote_code: bool = False,
+        **kwargs,  # TextPreference's: tokenizer_path, template, batch_size, max_length, device, dtype, trust_remote_code
     ):
-        super().__init__(
-            path, tokenizer_path=tokenizer_path, template=template, use_chat_template=use_chat_template,
-            batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code,
-        )
+        super().__init__(path, use_chat_template=use_chat_template, **kwargs)
         num_labels = int(self.model.config.num_labels)
         if not 0 <= first_label < max(num_labels, 1) or (num_labels == 1 and first_label != 0):
             raise ValueError(f"PairwiseClassifier: first_label {first_label} is not a label of a {num_labels}-label model")

@@ -21,20 +21,10 @@ class BradleyTerryReward(TextPreference):
     def __init__(
         self,
         path,
-        tokenizer_path=None,
-        template: str | None = None,
         use_chat_template: bool = True,
-        batch_size: int = 16,
-        max_length: int | None = None,
-        device: str | None = None,
-        dtype: str = "float32",
-        trust_remote_code: bool = False,
+        **kwargs,  # TextPreference's: tokenizer_path, template, batch_size, max_length, device, dtype, trust_remote_code
     ):
-        super().__init__(
-            path, tokenizer_path=tokenizer_path, template=template, use_chat_template=use_chat_template,
-            batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code,
-        )
+        super().__init__(path, use_chat_template=use_chat_template, **kwargs)
         if int(self.model.config.num_labels) != 1:
             raise ValueError(
                 f"BradleyTerryReward: the model in {str(path)!r} has {self.model.config.num_labels} labels; "

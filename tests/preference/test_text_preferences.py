@@ -9,7 +9,7 @@ from lit_nash.models import build_tokenizer, tiny_causal_lm
 from lit_nash.preference.judge import LLMJudge
 from lit_nash.preference.pairwise import PairwiseClassifier
 from lit_nash.preference.reward import BradleyTerryReward
-from lit_nash.preference.tiny import tiny_sequence_classifier
+from lit_nash.models import tiny_sequence_classifier
 
 CONTENT = "hello world red blue green cat dog big small".split()
 TEMPLATE = "Prompt Response Which response is better or Answer A B SEP [ ] : , ? first second".split()
