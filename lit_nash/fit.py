@@ -7,6 +7,7 @@ DataModule, one Lightning Trainer and one MLflow run.
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 
@@ -40,7 +41,13 @@ def fit(cfg: DictConfig) -> float:
         with open_dict(cfg):
             cfg.policy.model_path = str(tiny_causal_lm(Path(cfg.output_dir) / "tiny_lm", game.vocabulary(), seed=cfg.seed))
     # built objects go in through partials: instantiate(cfg, obj=...) would merge them into the config
-    preference = instantiate(cfg.preference, _partial_=True)(game=game)
+    build_preference = instantiate(cfg.preference, _partial_=True)
+    if "game" not in inspect.signature(build_preference.func).parameters:
+        raise ValueError(
+            f"preference={choices.get('preference', cfg.preference._target_)} scores text and is not wired into fit "
+            "yet; fit trains against a game's exact oracle: preference=game (matrix games) or token_game"
+        )
+    preference = build_preference(game=game)
     algorithm = instantiate(cfg.algo)
     policy = instantiate(cfg.policy, _partial_=True)(game=game, algorithm=algorithm, preference=preference)
     data = instantiate(cfg.data, num_prompts=game.num_prompts)
