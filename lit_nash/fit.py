@@ -22,8 +22,9 @@ def main(cfg: DictConfig) -> float:
     return fit(cfg)
 
 
-def fit(cfg: DictConfig) -> float:
-    """Train one run; returns the final duality gap (the objective a Hydra sweeper minimizes)."""
+def fit(cfg: DictConfig) -> float | None:
+    """Train one run; returns the final duality gap on a game, else the last training loss (the objective
+    a Hydra sweeper minimizes)."""
     import lightning as L  # imported here so that --help and config errors answer without loading torch
 
     from lit_nash.metrics import GameMetrics
@@ -34,30 +35,46 @@ def fit(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
 
-    game = instantiate(cfg.game)
+    game = instantiate(cfg.game) if cfg.get("game") is not None else None
+    if (game is None) != ("path" in cfg.data):
+        raise ValueError(
+            "a run takes its prompts from a game (game=<name> with data=game) or from a dataset (~game with "
+            f"data=prompts data.path=<file>, as task=text does); got game={choices.get('game')} data={choices.get('data')}"
+        )
+    data = instantiate(cfg.data, **({} if game is None else {"num_prompts": game.num_prompts}))
+    prompts = getattr(data, "prompts", None)  # a prompt dataset (data=prompts); a game brings its own
     if cfg.policy.get("model_path", "") is None:  # an LM task without a model: a random-init tiny LM for the game
+        if game is None:
+            raise ValueError("policy.model_path is required when the prompts come from a dataset (game=null)")
         from lit_nash.models import tiny_causal_lm
 
         with open_dict(cfg):
             cfg.policy.model_path = str(tiny_causal_lm(Path(cfg.output_dir) / "tiny_lm", game.vocabulary(), seed=cfg.seed))
     # built objects go in through partials: instantiate(cfg, obj=...) would merge them into the config
     build_preference = instantiate(cfg.preference, _partial_=True)
-    if "game" not in inspect.signature(build_preference.func).parameters:
-        raise ValueError(
-            f"preference={choices.get('preference', cfg.preference._target_)} scores text and is not wired into fit "
-            "yet; fit trains against a game's exact oracle: preference=game (matrix games) or token_game"
-        )
-    preference = build_preference(game=game)
+    if "game" in inspect.signature(build_preference.func).parameters:  # an exact oracle reads the game
+        if game is None:
+            raise ValueError(
+                f"preference={choices.get('preference')} is a game's exact oracle and there is no game; with a "
+                "prompt dataset use a preference model: preference=pairwise, bradley_terry or judge"
+            )
+        preference = build_preference(game=game)
+    else:
+        preference = build_preference()
     algorithm = instantiate(cfg.algo)
-    policy = instantiate(cfg.policy, _partial_=True)(game=game, algorithm=algorithm, preference=preference)
-    data = instantiate(cfg.data, num_prompts=game.num_prompts)
-    metrics = GameMetrics(tau=cfg.metrics.tau)
+    sources = {"game": game} if game is not None else {"prompts": prompts}
+    policy = instantiate(cfg.policy, _partial_=True)(algorithm=algorithm, preference=preference, **sources)
+    if hasattr(preference, "read_with") and not hasattr(policy, "decode"):
+        raise ValueError(f"preference={choices.get('preference')} judges text and policy={choices.get('policy')} "
+                         "writes none: use a language-model policy (task=token_game or task=text)")
+    metrics = GameMetrics(game.P, tau=cfg.metrics.tau) if game is not None else None
 
-    tags = {"algo": algorithm.name, "game": choices.get("game", game.name), "seed": str(cfg.seed)}
+    task = choices.get("game") or game.name if game is not None else Path(str(cfg.data.path)).stem
+    tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed)}
     logger = instantiate(
-        cfg.logger, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{tags['game']}-seed{cfg.seed}"
+        cfg.logger, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}"
     )
-    callbacks = [algorithm, metrics, RNGCheckpoint()]
+    callbacks = [c for c in (algorithm, metrics, RNGCheckpoint(cfg.seed)) if c is not None]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
@@ -65,8 +82,10 @@ def fit(cfg: DictConfig) -> float:
 
     start = time.perf_counter()
     trainer.fit(policy, datamodule=data, ckpt_path=cfg.ckpt_path)
-    final = metrics.final(policy)
+    final = metrics.final(policy) if metrics is not None else {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
+    }
     if trainer.is_global_zero:
         seconds = time.perf_counter() - start
         print(summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri))
-    return final["game/duality_gap"]
+    return final.get("game/duality_gap", final.get("train/loss"))

@@ -27,7 +27,7 @@ def is_logging_step(trainer: L.Trainer) -> bool:
     return trainer.global_step % trainer.log_every_n_steps == 0
 
 
-def game_metrics(P: Tensor, log_pi: Tensor, log_mu: Tensor, tau: float, ne: Tensor) -> dict[str, Tensor]:
+def game_metrics(P: Tensor, ne: Tensor, log_pi: Tensor, log_mu: Tensor, tau: float) -> dict[str, Tensor]:
     pi, mu = log_pi.exp(), log_mu.exp()
     return {
         "game/duality_gap": duality_gap(P, pi).mean(),
@@ -40,20 +40,19 @@ def game_metrics(P: Tensor, log_pi: Tensor, log_mu: Tensor, tau: float, ne: Tens
 class GameMetrics(L.Callback):
     """Logs the exact gaps of the policy after each step; ``tau`` is the τ of the regularized gap."""
 
-    def __init__(self, tau: float):
+    def __init__(self, P: Tensor, tau: float):
+        """``P`` is the game's preference tensor: the ground truth, whatever preference model trains the policy."""
         if not tau > 0:
             raise ValueError(f"metrics tau must be > 0, got {tau}")
         self.tau = tau
-        self.ne: Tensor | None = None
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.ne = nash_equilibrium(pl_module.preference.P)
+        self.P = P
+        self.ne = nash_equilibrium(P)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not is_logging_step(trainer):
             return
         metrics = game_metrics(
-            pl_module.preference.P, pl_module.log_probs(), pl_module.snapshot("ref"), self.tau, self.ne
+            *self._truth(pl_module), pl_module.log_probs(), pl_module.snapshot("ref"), self.tau
         )
         pl_module.log("game/duality_gap", metrics.pop("game/duality_gap"), prog_bar=True)
         pl_module.log_dict(metrics)
@@ -65,9 +64,12 @@ class GameMetrics(L.Callback):
         if trainer.logger is not None and not is_logging_step(trainer):
             trainer.logger.log_metrics(self.final(pl_module), step=trainer.global_step - 1)
 
+    def _truth(self, pl_module: L.LightningModule) -> tuple[Tensor, Tensor]:
+        return self.P.to(pl_module.device), self.ne.to(pl_module.device)
+
     @torch.no_grad()
     def final(self, pl_module: L.LightningModule) -> dict[str, float]:
-        m = game_metrics(pl_module.preference.P, pl_module.log_probs(), pl_module.snapshot("ref"), self.tau, self.ne)
+        m = game_metrics(*self._truth(pl_module), pl_module.log_probs(), pl_module.snapshot("ref"), self.tau)
         final = {k: float(v) for k, v in m.items()}
         if hasattr(pl_module, "invalid_mass"):
             final["game/invalid_mass"] = float(pl_module.invalid_mass())

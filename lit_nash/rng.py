@@ -3,6 +3,10 @@
 Sampled play consumes torch's RNG every step (responses, prompt subsets); Lightning checkpoints the
 model, optimizer, loops and callbacks, but not the generators. This callback adds them, as tensors and
 plain Python values only, so checkpoints still load with ``torch.load(weights_only=True)``.
+
+With several processes every rank starts from the same seed, so the model is built identically on each;
+at fit start each rank then re-seeds from (seed, rank, step), so ranks sample different responses and a
+resumed multi-process run draws deterministically (the checkpoint holds rank 0's generators only).
 """
 
 from __future__ import annotations
@@ -16,6 +20,14 @@ import torch
 
 
 class RNGCheckpoint(L.Callback):
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            seed = ((self.seed * 1_000_003 + trainer.global_step) * 1009 + trainer.global_rank) % 2**32
+            L.seed_everything(seed, verbose=False)
+
     def state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

@@ -19,7 +19,7 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[str, float], run_id: str | None, tracking_uri: str | None) -> str:
     gaps = " ".join(f"{k}={v:.3g}" for k, v in final.items())
-    line = f"lit_nash fit: {tags['algo']} on {tags['game']} (seed {tags['seed']}), {steps} steps in {seconds:.1f}s | {gaps}"
+    line = f"lit_nash fit: {tags['algo']} on {tags.get('game') or tags.get('data')} (seed {tags['seed']}), {steps} steps in {seconds:.1f}s | {gaps}"
     if run_id:
         line += f" | MLflow run {run_id}: mlflow ui --backend-store-uri {tracking_uri}"
     return line

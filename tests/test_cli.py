@@ -73,7 +73,9 @@ def test_unknown_choice_names_the_valid_choices(tmp_path, group, choices):
         (["game=matrix", "game.P=[[0.5,0.5,0.5],[0.5,0.5,0.5]]"], "must be square, got shape (2, 3)"),
         (["game=weighted_rps", "game.weights=[1,2,1]"], "weights"),
         (["policy.reference=normal"], "policy.reference must be one of ['uniform', 'gaussian']"),
-        (["preference=judge", "preference.path=/nowhere"], "preference=judge scores text and is not wired into fit yet"),
+        (["preference=judge", "preference.path=/nowhere"], "LLMJudge: preference.path '/nowhere' does not exist"),
+        (["~game"], "a run takes its prompts from a game (game=<name> with data=game) or from a dataset"),
+        (["task=text", "data.path=/nowhere/prompts.jsonl"], "data.path='/nowhere/prompts.jsonl': no such file"),
     ],
 )
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, overrides, message):

@@ -1,6 +1,8 @@
 """Resume: a sampled run stopped after N steps and resumed from its checkpoint reaches the same parameters,
 snapshots and metrics at step 2N as an uninterrupted run (CPU, seeded), and EGPO's restore is bit-exact."""
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
@@ -24,7 +26,7 @@ def build(name, steps, tmp_path, epochs_per_round=1):
                            optimizer="adam", lr=0.05, algorithm=algo, preference=GameOracle(game))
     trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path, log_every_n_steps=1,
-                        callbacks=[algo, GameMetrics(tau=0.1), RNGCheckpoint()])
+                        callbacks=[algo, GameMetrics(game.P, tau=0.1), RNGCheckpoint()])
     return policy, trainer, GameDataModule(game.num_prompts, prompts_per_step=3, epochs_per_round=epochs_per_round)
 
 
@@ -87,7 +89,7 @@ def test_egpo_restore_is_bit_identical_with_adam_state(tmp_path):
     before_params = policy.logits.detach().clone()
     before_opt = policy.optimizers().optimizer.state_dict()
     before_opt = {k: {n: (t.clone() if torch.is_tensor(t) else t) for n, t in v.items()} for k, v in before_opt["state"].items()}
-    policy.optimize(algo._ipo.loss(policy, algo._ipo.rollout(policy, torch.arange(2))))  # a half step
+    policy.optimize(partial(algo._ipo.loss, policy), algo._ipo.rollout(policy, torch.arange(2)))  # a half step
     assert not torch.equal(policy.logits, before_params)
     restore_training_state(policy, saved)
     assert torch.equal(policy.logits.detach(), before_params)

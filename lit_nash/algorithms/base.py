@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from functools import partial
 from typing import Any, Callable, ClassVar
 
 import lightning as L
@@ -63,9 +64,7 @@ class Algorithm(L.Callback):
         log-probs stay frozen for all its epochs), loss, optimizer step. Returns the loss."""
         if new_round or self.round is None:
             self.round = self.rollout(policy, prompt)
-        loss = self.loss(policy, self.round)
-        policy.optimize(loss)
-        return loss.detach()
+        return policy.optimize(partial(self.loss, policy), self.round)
 
     def schedule(self, policy: Any) -> None:
         """Snapshot updates due after ``self.step`` completed steps. Default: none."""
@@ -132,3 +131,34 @@ def restore_training_state(policy: Any, state: dict[str, Any]) -> None:
         for name, value in state["params"].items():
             params[name].copy_(value)
     policy.optimizers().optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+
+
+def accumulate(loss_of: Callable[[dict], Tensor], batch: dict[str, Tensor], micro_batches: int,
+               backward: Callable[[Tensor], None]) -> Tensor:
+    """Backward the loss of ``batch`` in ``micro_batches`` slices of its prompts (gradient accumulation).
+
+    Every value of a rollout batch is a tensor whose first dimension is the prompt. Slice c's loss is
+    weighted by its share n_c/N of the prompts, so for a loss that averages over prompts the accumulated
+    gradient is the full batch's (tested). Keys a loss adds to its batch (π_t's log-probs, kept for the
+    later epochs of a round) are gathered back into ``batch``. Returns the (detached) batch loss.
+    """
+    if micro_batches == 1:
+        loss = loss_of(batch)
+        backward(loss)
+        return loss.detach()
+    n = len(batch["prompt"])
+    if n < micro_batches:
+        raise ValueError(f"policy.micro_batches={micro_batches} exceeds the {n} prompts of a step (per process)")
+    bad = [k for k, v in batch.items() if not (isinstance(v, Tensor) and v.ndim >= 1 and len(v) == n)]
+    if bad:
+        raise ValueError(f"micro-batching needs per-prompt tensors; {bad} are not")
+    slices = torch.arange(n).tensor_split(micro_batches)
+    parts = [{k: v[idx.to(v.device)] for k, v in batch.items()} for idx in slices]
+    total = 0.0
+    for idx, part in zip(slices, parts):
+        loss = loss_of(part) * (len(idx) / n)
+        backward(loss)
+        total = total + loss.detach()
+    for key in parts[0].keys() - batch.keys():
+        batch[key] = torch.cat([part[key] for part in parts])
+    return total

@@ -34,10 +34,9 @@ class EGPO(Algorithm):
 
     def sampled_step(self, policy, prompt, new_round=True):
         # samples from its half step every iteration, so rounds do not apply
+        loss_of = partial(self._ipo.loss, policy)
         start = training_state(policy)
-        policy.optimize(self._ipo.loss(policy, self._ipo.rollout(policy, prompt)))  # θ_{t+½}
+        policy.optimize(loss_of, self._ipo.rollout(policy, prompt))  # θ_{t+½}
         batch = self._ipo.rollout(policy, prompt)  # samples from the half-step policy
         restore_training_state(policy, start)  # back to θ_t
-        loss = self._ipo.loss(policy, batch)
-        policy.optimize(loss)
-        return loss.detach()
+        return policy.optimize(loss_of, batch)

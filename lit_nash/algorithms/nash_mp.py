@@ -37,13 +37,15 @@ class NashMP(Algorithm):
         full, _half = D.two_call(op, policy.log_probs(), win_rates)
         return full
 
+    def loss(self, policy, batch):
+        logp = policy.response_log_probs(batch["prompt"], batch["responses"], reduction=self.logprob_reduction)
+        return policy_gradient(logp, batch["p"], [(self.tau, batch["ref"]), (1 / self.eta, batch["anchor"])])
+
     def _prox_steps(self, policy, prompt, opponent):
         for _ in range(self.inner_steps):
             batch = play_against(policy, prompt, self.k, opponent, ["ref", "anchor"], self.logprob_reduction)
-            logp = policy.response_log_probs(prompt, batch["responses"], reduction=self.logprob_reduction)
-            loss = policy_gradient(logp, batch["p"], [(self.tau, batch["ref"]), (1 / self.eta, batch["anchor"])])
-            policy.optimize(loss)
-        return loss.detach()
+            loss = policy.optimize(partial(self.loss, policy), batch)
+        return loss
 
     def sampled_step(self, policy, prompt, new_round=True):
         # samples from its half step every iteration, so rounds do not apply

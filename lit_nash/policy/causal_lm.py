@@ -16,13 +16,15 @@ import copy
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_nash.algorithms.base import accumulate
 from lit_nash.metrics import is_logging_step
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -62,6 +64,22 @@ def _disable_dropout(model: nn.Module) -> None:
             m.attention_dropout = 0.0
 
 
+@contextmanager
+def _swapped(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
+    """The model's parameters hold ``tensors`` inside the block (no grad), and their own values after."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        saved = {name: params[name].detach().clone() for name in tensors}
+        for name, value in tensors.items():
+            params[name].copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                params[name].copy_(value)
+
+
 class _StateCopy(nn.Module):
     """A frozen copy of a model's parameters, as buffers ('.' in parameter names becomes '-')."""
 
@@ -82,7 +100,9 @@ class CausalLMPolicy(L.LightningModule):
     def __init__(
         self,
         model_path: str,
-        prompts: list[str] | None = None,
+        prompts: list | None = None,
+        use_chat_template: bool | None = None,
+        max_prompt_tokens: int | None = None,
         max_new_tokens: int = 8,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -95,6 +115,7 @@ class CausalLMPolicy(L.LightningModule):
         game: Any = None,
         lr: float = 1e-3,
         optimizer: str = "adamw",
+        micro_batches: int = 1,
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -105,7 +126,11 @@ class CausalLMPolicy(L.LightningModule):
             raise ValueError(f"policy.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
         if max_new_tokens < 1:
             raise ValueError(f"policy.max_new_tokens must be ≥ 1, got {max_new_tokens}")
-        if not Path(model_path).exists():
+        if int(micro_batches) != micro_batches or micro_batches < 1:
+            raise ValueError(f"policy.micro_batches must be an integer >= 1, got {micro_batches}")
+        if max_prompt_tokens is not None and max_prompt_tokens < 1:
+            raise ValueError(f"policy.max_prompt_tokens must be >= 1 or null, got {max_prompt_tokens}")
+        if not Path(model_path).exists() and (Path(model_path).is_absolute() or str(model_path).startswith(".")):
             raise FileNotFoundError(f"policy.model_path {str(model_path)!r} does not exist")
         if prompts is None:
             if game is None:
@@ -114,7 +139,10 @@ class CausalLMPolicy(L.LightningModule):
         elif game is not None and list(prompts) != list(game.prompts):
             raise ValueError(f"policy prompts {list(prompts)} differ from the game's {list(game.prompts)}")
         self.save_hyperparameters(ignore=["algorithm", "preference", "game"], logger=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
+        except OSError as e:  # neither a local directory nor a reachable hub model
+            raise FileNotFoundError(f"policy.model_path {str(model_path)!r}: no tokenizer found ({e})") from e
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"the tokenizer in {str(model_path)!r} has no EOS token")
         self.eos_id = self.tokenizer.eos_token_id
@@ -131,9 +159,10 @@ class CausalLMPolicy(L.LightningModule):
                 model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_plain(lora)))
         _disable_dropout(model)  # LoRA's dropout too
         self.model = model.train()  # from_pretrained leaves eval mode; without dropout the two modes agree
-        enc = self.tokenizer(list(prompts), padding=True, padding_side="left", return_tensors="pt")
-        self.register_buffer("prompt_ids", enc["input_ids"], persistent=False)
-        self.register_buffer("prompt_mask", enc["attention_mask"], persistent=False)
+        self.prompts = list(prompts)
+        self.chat = self._chat_mode(use_chat_template)
+        self._prompt_tokens: dict[int, list[int]] = {}  # tokenized on first use: datasets can be large
+        self._sharded = False  # set by configure_model under ModelParallelStrategy (FSDP2)
         self.state_copies = nn.ModuleDict()  # snapshots without LoRA; with LoRA they are adapters instead
         if not self.lora:
             self.refresh_snapshot("ref")  # the starting weights (with LoRA, "ref" = adapters disabled)
@@ -142,7 +171,11 @@ class CausalLMPolicy(L.LightningModule):
             self.register_buffer("response_ids", self._encode_responses(game.responses), persistent=False)
         self._ref_exact: Tensor | None = None
         self.algorithm = algorithm
-        self.preference = preference
+        # not a submodule: a preference model is not part of the policy's checkpoint, and is not sharded
+        # with it; on_fit_start puts it on the policy's device unless it was pinned to its own
+        self.__dict__["preference"] = preference
+        if hasattr(preference, "read_with"):  # a text preference model reads the policy's ids as text
+            preference.read_with(self.prompt_text, self.decode)
         self.automatic_optimization = False
 
     # -- sampling and scoring --------------------------------------------------------------------------
@@ -241,7 +274,7 @@ class CausalLMPolicy(L.LightningModule):
         if self.game is None:
             raise ValueError("log_probs() needs the policy's game (CausalLMPolicy(game=...))")
         P, (R, L) = len(self.game.prompts), self.response_ids.shape
-        prompts = torch.arange(P, device=self.device)
+        prompts = torch.arange(P)
         lp = self.response_log_probs(prompts, self.response_ids.expand(P, R, L), source=source).double()
         invalid = (1.0 - lp.exp().sum(-1)).clamp(min=TINY).log()
         return torch.cat([lp, invalid[:, None]], -1)
@@ -355,7 +388,11 @@ class CausalLMPolicy(L.LightningModule):
         if source == "policy":
             return self.model(**kwargs)
         if not self.lora:
-            return functional_call(self.model, self.state_copies[_key(source)].tensors(), args=(), kwargs=kwargs)
+            tensors = self.state_copies[_key(source)].tensors()
+            if self._sharded:  # FSDP's hooks gather the module's own parameters: put the snapshot in them
+                with _swapped(self.model, tensors):
+                    return self.model(**kwargs)
+            return functional_call(self.model, tensors, args=(), kwargs=kwargs)
         adapter = _key(source)
         if adapter not in self.model.peft_config:  # "ref": the starting adapter is fresh (B = 0), so base = ref
             with self.model.disable_adapter():
@@ -367,14 +404,65 @@ class CausalLMPolicy(L.LightningModule):
             self.model.set_adapter("default")  # back to the active, trainable adapter
 
     def _prompt_batch(self, prompt: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """Left-padded prompt ids and mask, each prompt repeated k times (row n·k + j), pad columns trimmed."""
-        prompt = prompt.to(self.prompt_ids.device)
-        ids, mask = self.prompt_ids[prompt], self.prompt_mask[prompt]
-        keep = mask.any(0)
-        if not keep.any():
-            raise ValueError("prompts must have at least one token (the tokenizer adds none, e.g. no BOS)")
-        ids, mask = ids[:, keep], mask[:, keep]
-        return ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+        """Left-padded ids and mask of these prompts only (padded to the longest of them), each repeated
+        k times (row n·k + j)."""
+        rows = [self.prompt_tokens(i) for i in prompt.tolist()]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for n, r in enumerate(rows):
+            ids[n, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[n, width - len(r):] = 1
+        return ids.to(self.device).repeat_interleave(k, 0), mask.to(self.device).repeat_interleave(k, 0)
+
+    # -- prompts as the policy sees them, and as the preference model reads them -----------------------
+    def _chat_mode(self, use_chat_template: bool | None) -> bool:
+        """Whether plain-text prompts are wrapped as a user turn; conversations always use the template."""
+        has = bool(getattr(self.tokenizer, "chat_template", None))
+        where = f"policy.model_path {self.hparams.model_path!r}"
+        if use_chat_template and not has:
+            raise ValueError(f"policy.use_chat_template is true but the tokenizer of {where} has no chat template")
+        conversational = any(not isinstance(p, str) for p in self.prompts)
+        if conversational and not has:
+            raise ValueError(f"the prompts are conversations but the tokenizer of {where} has no chat template")
+        if conversational and use_chat_template is False:
+            raise ValueError("the prompts are conversations: they need policy.use_chat_template true or null")
+        return has if use_chat_template is None else bool(use_chat_template)
+
+    def prompt_tokens(self, i: int) -> list[int]:
+        """Token ids of prompt i: a conversation (or, with a chat template on, a plain prompt as one user
+        turn) through the chat template with the generation prompt; plain text as the tokenizer encodes it.
+        ``max_prompt_tokens`` keeps the last tokens (the end holds the question and the generation prompt)."""
+        if i not in self._prompt_tokens:
+            prompt = self.prompts[i]
+            if isinstance(prompt, str) and not self.chat:
+                ids = self.tokenizer(prompt)["input_ids"]
+            else:
+                messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template has its own
+            if not ids:
+                raise ValueError(f"prompt {i} ({prompt!r}) has no tokens (the tokenizer adds none, e.g. no BOS)")
+            limit = self.hparams.max_prompt_tokens
+            self._prompt_tokens[i] = list(ids if limit is None else ids[-limit:])
+        return self._prompt_tokens[i]
+
+    def prompt_text(self, i: int) -> str:
+        """Prompt i as text for a preference model: the string, a one-turn conversation's message, or the
+        turns as "role: content" lines."""
+        prompt = self.prompts[i]
+        if isinstance(prompt, str):
+            return prompt
+        if len(prompt) == 1:
+            return prompt[0]["content"]
+        return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+    def decode(self, responses: Tensor) -> list[str]:
+        """Responses (..., T) as text, up to the first EOS, without special tokens."""
+        flat = responses.reshape(-1, responses.shape[-1])
+        mask = self.response_mask(flat)
+        ids = [row[m].tolist() for row, m in zip(flat.cpu(), mask.cpu())]
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def _warpers(self, temperature, top_k, top_p):
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -413,12 +501,44 @@ class CausalLMPolicy(L.LightningModule):
             self.log("train/loss", loss)
         return loss
 
-    def optimize(self, loss: Tensor) -> None:
-        """One manual optimization step: zero_grad, backward (Lightning's, for precision/strategy), step."""
+    def optimize(self, loss_of: Callable[[dict], Tensor], batch: dict[str, Tensor]) -> Tensor:
+        """One optimizer step on a rollout batch: ``micro_batches`` backward passes over slices of its
+        prompts, each loss weighted by its share of the prompts, then one step. Returns the batch loss."""
         opt = self.optimizers()
         opt.zero_grad()
-        self.manual_backward(loss)
+        loss = accumulate(loss_of, batch, self.hparams.micro_batches, self.manual_backward)
         opt.step()
+        return loss
+
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (conf/trainer/fsdp.yaml): shard every transformer block, then the
+        whole model, with FSDP2 over the data-parallel mesh. Snapshots become shards of the same layout."""
+        mesh = self.device_mesh
+        if mesh is None or self._sharded:
+            return
+        if self.lora:
+            raise ValueError(
+                "trainer=fsdp shards a fully fine-tuned policy; with LoRA use trainer=ddp (the adapters are small, "
+                "the frozen base model is replicated), or policy.lora=null"
+            )
+        from torch.distributed.fsdp import fully_shard
+
+        blocks = set(getattr(self.model, "_no_split_modules", None) or ())
+        layers = [m for m in self.model.modules() if type(m).__name__ in blocks]
+        if not layers:
+            raise ValueError(f"{type(self.model).__name__} names no transformer block class (_no_split_modules) to shard")
+        dp = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+        for layer in layers:
+            fully_shard(layer, mesh=dp)
+        fully_shard(self.model, mesh=dp)
+        self._sharded = True
+        for key in list(self.state_copies.keys()):  # not trained yet: every snapshot is the starting weights
+            self.state_copies[key] = _StateCopy().copy_from(self.model)
+
+    def on_fit_start(self) -> None:
+        """The preference model runs where the policy runs, unless it was given a device of its own."""
+        if isinstance(self.preference, nn.Module):
+            self.preference.to(self.device)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

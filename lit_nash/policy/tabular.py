@@ -15,7 +15,7 @@ Two modes (``rollout.mode``):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -131,11 +131,16 @@ class TabularPolicy(L.LightningModule):
             log_probs = log_probs.detach()
         return log_probs[prompt.unsqueeze(-1), responses]
 
-    def optimize(self, loss: Tensor) -> None:
+    def optimize(self, loss_of: Callable[[dict], Tensor], batch: dict[str, Tensor]) -> Tensor:
+        """One optimizer step on the loss of a rollout batch; returns the loss."""
+        return self._step(loss_of(batch))
+
+    def _step(self, loss: Tensor) -> Tensor:
         opt = self.optimizers()
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
+        return loss.detach()
 
     def set_logits(self, value: Tensor) -> None:
         with torch.no_grad():
@@ -152,7 +157,7 @@ class TabularPolicy(L.LightningModule):
                     f"algo={self.algorithm.name}: non-finite policy update at step {self.algorithm.step + 1}"
                 )
             loss = 0.5 * (self.logits - target).pow(2).sum()
-            self.optimize(loss)
+            self._step(loss)
         if is_logging_step(self.trainer):
             self.log("train/loss", loss.detach())
         return loss.detach()

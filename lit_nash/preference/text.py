@@ -3,7 +3,11 @@
 A text preference model owns **its own** model and tokenizer, loaded by path (never the policy's objects),
 renders each comparison with **its own** template (optionally wrapped in its tokenizer's chat template), and
 answers ``prob_text(prompts, a, b)`` → P(a ≻ b | prompt), a float32 CPU tensor of shape (n,), with all n
-pairs scored in batched forwards of ``batch_size`` sequences. The model may live on its own device
+pairs scored in batched forwards of ``batch_size`` sequences.
+
+In training it answers ``prob(prompt, a, b)`` on the policy's prompt indices and token ids, like the exact
+oracles: the policy hands it its ``prompt_text`` and ``decode`` (``read_with``), so the model judges the
+text the policy wrote, re-encoded with the judge's own tokenizer and template. The model may live on its own device
 (``device``), in which case moving the LightningModule (the Trainer does) leaves it where it was put.
 
 The model is a frozen judge: parameters do not require grad, and it is run in eval mode under no_grad.
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import lightning as L
 import torch
@@ -93,6 +97,7 @@ class TextPreference(L.LightningModule):
         model.requires_grad_(False)
         self.model = model.eval()
         self._pinned = torch.device(device) if device is not None else None
+        self._reader: tuple[Callable[[int], str], Callable[[Tensor], list[str]]] | None = None
         if self._pinned is not None:
             self.model.to(self._pinned)
 
@@ -156,6 +161,20 @@ class TextPreference(L.LightningModule):
         finally:
             self.model.train(was_training)
         return p.detach().to("cpu", torch.float64).clamp(0.0, 1.0).to(torch.float32)
+
+    def read_with(self, prompt_text: Callable[[int], str], decode: Callable[[Tensor], list[str]]) -> None:
+        """How to read a policy's prompts (index → text) and responses (token ids → texts)."""
+        self._reader = (prompt_text, decode)
+
+    def prob(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        """P(a ≻ b | prompt) for prompt indices (N,) and token-id responses (N, m, T) → (N, m), on a's device."""
+        if self._reader is None:
+            raise RuntimeError(f"{type(self).__name__}.prob needs a policy to read from: policy ids are text only "
+                               "through the policy's tokenizer (CausalLMPolicy calls read_with)")
+        prompt_text, decode = self._reader
+        N, m = a.shape[:2]
+        prompts = [prompt_text(i) for i in prompt.tolist() for _ in range(m)]
+        return self.prob_text(prompts, decode(a), decode(b)).view(N, m).to(a.device)
 
     def forward(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> Tensor:
         return self.prob_text(prompts, a, b)

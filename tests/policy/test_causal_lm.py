@@ -207,7 +207,7 @@ def test_fit_with_game_metrics_and_exact_resume_with_lora(paths, tmp_path):
         policy = make(paths, lora=True, algorithm=algo, preference=TokenGameOracle(GAME, paths["gpt2"]), lr=0.01)
         trainer = L.Trainer(
             max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-            enable_checkpointing=False, log_every_n_steps=1, callbacks=[algo, GameMetrics(tau=0.1), RNGCheckpoint()],
+            enable_checkpointing=False, log_every_n_steps=1, callbacks=[algo, GameMetrics(GAME.P, tau=0.1), RNGCheckpoint()],
             default_root_dir=tmp_path,
         )
         trainer.fit(policy, datamodule=GameDataModule(GAME.num_prompts), ckpt_path=ckpt)

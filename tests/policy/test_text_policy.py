@@ -1,0 +1,114 @@
+"""The causal-LM policy on real text: chat templates for conversations and plain prompts, responses decoded
+for a text preference model (which re-encodes them with its own tokenizer), and gradient accumulation that
+equals the full batch."""
+
+import lightning as L
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from lit_nash.algorithms import ALGORITHMS
+from lit_nash.data import GameDataModule
+from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
+from lit_nash.policy.causal_lm import CausalLMPolicy
+from lit_nash.preference import PairwiseClassifier
+from lit_nash.rollout import label
+
+WORDS = "user assistant system : hello name a colour red blue green cat dog big small count to three".split()
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}assistant :{% endif %}"
+)
+PLAIN = ["name a colour", "count to three", "hello", "big cat small dog"]
+CHAT = [[{"role": "system", "content": "hello"}, {"role": "user", "content": "name a colour"}]]
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text")
+    plain = tiny_causal_lm(root / "plain", WORDS, seed=1)
+    chat = tiny_causal_lm(root / "chat", WORDS, arch="llama", seed=2)
+    tok = AutoTokenizer.from_pretrained(str(chat))
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(str(chat))
+    return {"plain": str(plain), "chat": str(chat),
+            "pairwise": str(tiny_sequence_classifier(root / "pairwise", WORDS + ["[", "SEP", "]"], seed=3))}
+
+
+def words(policy, ids):
+    return policy.tokenizer.convert_ids_to_tokens(ids)
+
+
+def test_conversations_and_plain_prompts_go_through_the_chat_template(paths):
+    policy = CausalLMPolicy(paths["chat"], prompts=PLAIN[:1] + CHAT)
+    assert policy.chat  # the tokenizer has a template: plain prompts become one user turn
+    assert words(policy, policy.prompt_tokens(0)) == "user : name a colour assistant :".split()
+    assert words(policy, policy.prompt_tokens(1)) == "system : hello user : name a colour assistant :".split()
+    raw = CausalLMPolicy(paths["chat"], prompts=PLAIN[:1], use_chat_template=False)
+    assert words(raw, raw.prompt_tokens(0)) == "[BOS] name a colour".split()
+    short = CausalLMPolicy(paths["chat"], prompts=CHAT, max_prompt_tokens=4)
+    assert words(short, short.prompt_tokens(0)) == "a colour assistant :".split()  # the end is kept
+
+
+def test_a_tokenizer_without_chat_template_is_refused_for_conversations(paths):
+    with pytest.raises(ValueError, match="the prompts are conversations but the tokenizer of .* has no chat template"):
+        CausalLMPolicy(paths["plain"], prompts=CHAT)
+    with pytest.raises(ValueError, match="use_chat_template is true but the tokenizer of .* has no chat template"):
+        CausalLMPolicy(paths["plain"], prompts=PLAIN, use_chat_template=True)
+
+
+def test_prompts_of_different_lengths_are_left_padded_per_batch(paths):
+    policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5)
+    ids, mask = policy._prompt_batch(torch.tensor([2, 3]), k=2)
+    assert ids.shape == (4, 5) and mask.sum(-1).tolist() == [2, 2, 5, 5]  # padded to the longer of these two
+    torch.manual_seed(0)
+    alone = policy.sample(torch.tensor([2]), 3)
+    lp_alone = policy.response_log_probs(torch.tensor([2]), alone)
+    # the padding does not change a prompt's response log-probs
+    pair = policy.response_log_probs(torch.tensor([2, 3]), torch.cat([alone, alone]))
+    torch.testing.assert_close(pair[0], lp_alone[0], atol=1e-5, rtol=0)
+
+
+def test_a_text_preference_reads_what_the_policy_wrote(paths):
+    pref = PairwiseClassifier(paths["pairwise"])
+    policy = CausalLMPolicy(paths["chat"], prompts=PLAIN[:1] + CHAT, max_new_tokens=6, preference=pref)
+    assert "preference" not in dict(policy.named_children())  # not in the policy's checkpoint
+    torch.manual_seed(0)
+    prompt = torch.tensor([0, 1])
+    a, b = policy.sample(prompt, 3), policy.sample(prompt, 3)
+    p = label(pref, prompt, a, b)
+    assert p.shape == (2, 3) and ((p >= 0) & (p <= 1)).all()
+    texts = [policy.prompt_text(i) for i in (0, 0, 0, 1, 1, 1)]
+    assert texts[0] == "name a colour" and texts[3] == "system: hello\nuser: name a colour"
+    expected = pref.prob_text(texts, policy.decode(a), policy.decode(b)).view(2, 3)
+    torch.testing.assert_close(p, expected)
+    assert all("[EOS]" not in t and "[PAD]" not in t for t in policy.decode(a))
+    torch.testing.assert_close(label(pref, prompt, b, a), 1 - p, atol=1e-6, rtol=0)
+
+
+def run(paths, algo_name, micro_batches, steps=3, epochs_per_round=1):
+    L.seed_everything(0, verbose=False)
+    algo = ALGORITHMS[algo_name](k=2) if algo_name != "online_ipo" else ALGORITHMS[algo_name](k=2, variant=2)
+    pref = PairwiseClassifier(paths["pairwise"])
+    policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5, preference=pref, algorithm=algo,
+                            micro_batches=micro_batches, optimizer="sgd", lr=0.5)
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, callbacks=[algo], accelerator="cpu")
+    trainer.fit(policy, datamodule=GameDataModule(len(PLAIN), prompts_per_step=4, epochs_per_round=epochs_per_round))
+    return {n: p.detach().clone() for n, p in policy.named_parameters()}
+
+
+@pytest.mark.parametrize("algo, epochs_per_round", [("online_ipo", 1), ("inpo", 2)])
+def test_accumulating_two_micro_batches_equals_the_full_batch(paths, algo, epochs_per_round):
+    """micro_batches=2 (two backward passes over 2 prompts each) vs one pass over all 4: same samples, same
+    parameters after 3 SGD steps up to float32 summation order (1e-6; SGD, because Adam's first steps divide
+    by the gradient's own magnitude and blow rounding up on near-zero gradients); INPO's rounds keep π_t's log-probs from
+    the first epoch, gathered back from the micro-batches."""
+    full = run(paths, algo, 1, epochs_per_round=epochs_per_round)
+    accumulated = run(paths, algo, 2, epochs_per_round=epochs_per_round)
+    start = CausalLMPolicy(paths["plain"], prompts=PLAIN)
+    moved = max((full[n] - p).abs().max().item() for n, p in start.named_parameters())
+    assert moved > 1e-3  # the steps did something
+    print("max difference", max((accumulated[n] - v).abs().max().item() for n, v in full.items()), "moved", moved)
+    for name, value in full.items():
+        torch.testing.assert_close(accumulated[name], value, atol=1e-6, rtol=1e-5, msg=name)
