@@ -75,6 +75,7 @@ def fit(cfg: DictConfig) -> float | None:
         cfg.logger, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}"
     )
     callbacks = [c for c in (algorithm, metrics, RNGCheckpoint(cfg.seed)) if c is not None]
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # the user's own
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)

@@ -64,10 +64,21 @@ def _disable_dropout(model: nn.Module) -> None:
             m.attention_dropout = 0.0
 
 
+def parameters_at_rest(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's parameters by name, sharded if it is sharded: FSDP2 leaves the root module's parameters
+    gathered after a forward, and copies to or from snapshots must see one layout."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return dict(model.named_parameters())
+
+
 @contextmanager
 def _swapped(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
     """The model's parameters hold ``tensors`` inside the block (no grad), and their own values after."""
-    params = dict(model.named_parameters())
+    params = parameters_at_rest(model)
     with torch.no_grad():
         saved = {name: params[name].detach().clone() for name in tensors}
         for name, value in tensors.items():
@@ -75,6 +86,7 @@ def _swapped(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
     try:
         yield
     finally:
+        params = parameters_at_rest(model)  # drop the gathered snapshot values FSDP2 keeps after a forward
         with torch.no_grad():
             for name, value in saved.items():
                 params[name].copy_(value)
@@ -87,7 +99,7 @@ class _StateCopy(nn.Module):
         return {k.replace("-", "."): v for k, v in self._buffers.items()}
 
     def copy_from(self, model: nn.Module) -> "_StateCopy":
-        for name, p in model.named_parameters():
+        for name, p in parameters_at_rest(model).items():
             key = name.replace(".", "-")
             if key in self._buffers and self._buffers[key].shape == p.shape:
                 self._buffers[key].copy_(p.detach())
@@ -223,7 +235,7 @@ class CausalLMPolicy(L.LightningModule):
             logp += torch.where(done, torch.zeros_like(lp), lp)
             tokens.append(nxt)
             done |= nxt == self.eos_id
-            if done.all():
+            if self._all_done(done):
                 break
             step_ids = nxt[:, None]
             seq = torch.cat([seq, step_ids], -1)
@@ -231,6 +243,19 @@ class CausalLMPolicy(L.LightningModule):
             pos = pos[:, -1:] + 1
         responses = torch.stack(tokens, -1).view(prompt.shape[0], k, -1)
         return (responses, logp.view(prompt.shape[0], k)) if return_log_probs else responses
+
+    def _all_done(self, done: Tensor) -> bool:
+        """Every sequence has ended, on every rank: each forward of a sharded model is a collective, so all
+        ranks must take the same number of decoding steps; DDP does the same, so a rank's samples (and its
+        random stream) do not depend on how the model is distributed."""
+        import torch.distributed as dist
+
+        finished = done.all()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = finished.to(torch.int32).reshape(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finished = flag[0].bool()
+        return bool(finished)
 
     def response_log_probs(
         self, prompt: Tensor, responses: Tensor, source: str = "policy", reduction: str = "sum",
@@ -343,7 +368,7 @@ class CausalLMPolicy(L.LightningModule):
             self._copy_adapter(_key(name), "default")
         else:
             with torch.no_grad():
-                params = dict(self.model.named_parameters())
+                params = parameters_at_rest(self.model)
                 for key, value in self.state_copies[_key(name)].tensors().items():
                     params[key].copy_(value)
 
