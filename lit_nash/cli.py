@@ -14,6 +14,10 @@ import sys
 
 COMMANDS = {
     "fit": ("lit_nash.fit", "train a policy with an NLHF algorithm (conf/fit.yaml)"),
+    "train_preference": (
+        "lit_nash.train_preference",
+        "train a pairwise preference classifier on (prompt, a, b, label) data (conf/train_preference.yaml)",
+    ),
 }
 
 USAGE = "usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_nash <command> --help)"
