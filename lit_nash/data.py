@@ -15,7 +15,6 @@ a game with fewer prompts than processes is played whole on every rank).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
@@ -90,7 +89,6 @@ class PromptDataModule(GameDataModule):
 
 
 Prompt = str | list[dict[str, str]]
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 def load_prompts(path: str, column: str = "prompt", split: str = "train", subset: str | None = None,
@@ -101,29 +99,13 @@ def load_prompts(path: str, column: str = "prompt", split: str = "train", subset
     its chat template). Trailing assistant turns are dropped: in preference datasets they are a reference
     answer, not part of the prompt. The first ``max_prompts`` rows are kept.
     """
-    import datasets
+    from lit_nash.tables import load_table
 
     if max_prompts is not None and max_prompts < 1:
         raise ValueError(f"data.max_prompts must be >= 1 or null, got {max_prompts}")
-    local, where = Path(path), f"data.path={path!r}"
-    if local.is_file() and local.suffix.lower() not in FILE_BUILDERS:
-        raise ValueError(f"{where}: unknown file type {local.suffix!r}; use one of {sorted(FILE_BUILDERS)}")
-    if not local.exists() and (local.suffix.lower() in FILE_BUILDERS or local.is_absolute() or path.startswith(".")):
-        raise FileNotFoundError(f"{where}: no such file or directory")
-    try:
-        if local.is_file():
-            table = datasets.load_dataset(FILE_BUILDERS[local.suffix.lower()], data_files=str(local), split="train")
-        elif (local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists():
-            table = datasets.load_from_disk(str(local))  # a Dataset or DatasetDict saved with save_to_disk
-            table = table[split] if isinstance(table, datasets.DatasetDict) else table
-        else:  # a hub name, or a folder of data files
-            table = datasets.load_dataset(str(path), subset, split=split)
-    except Exception as e:  # datasets' own errors (malformed file, unknown split, unreachable hub): say where
-        raise ValueError(f"{where}: could not load prompts ({type(e).__name__}: {e})") from e
+    table, where = load_table(path, split=split, subset=subset), f"data.path={path!r}"
     if column not in table.column_names:
         raise ValueError(f"{where}: no column {column!r}; columns are {table.column_names} (set data.column)")
-    if len(table) == 0:
-        raise ValueError(f"{where}: the dataset is empty")
     rows = table[column] if max_prompts is None else table.select(range(min(max_prompts, len(table))))[column]
     return [_prompt(row, i, where, column) for i, row in enumerate(rows)]
 

@@ -25,7 +25,6 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # datasets' builder per suffix
 DEFAULTS = {"template": None, "use_chat_template": False, "first_label": 0, "max_length": None}  # PairwiseClassifier's
 
 
@@ -43,6 +42,7 @@ def train_preference(cfg: DictConfig) -> float:
     from torch.utils.data import DataLoader
 
     from lit_nash.preference import PairwiseClassifier
+    from lit_nash.preference.training import PairwiseTraining
     from lit_nash.tracking import flat_params
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -56,7 +56,7 @@ def train_preference(cfg: DictConfig) -> float:
         max_length=cfg.max_length,
         trust_remote_code=cfg.trust_remote_code,
     )
-    module = pairwise_training_class()(
+    module = PairwiseTraining(
         judge, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, swap_augment=cfg.train.swap_augment
     )
     loader = dict(num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0)
@@ -114,31 +114,10 @@ def load_pairs(data: DictConfig, seed: int):
 
 
 def read_table(path: str, split: str, cache_dir: str | None, key: str):
-    """``datasets.load_dataset`` of a local file (format from its suffix), a data folder or a hub dataset;
-    returns the dataset and a description of where it came from, for error messages."""
-    from datasets import load_dataset
+    """The table and a description of where it came from, for error messages."""
+    from lit_nash.tables import load_table
 
-    file = Path(str(path)).expanduser()
-    if file.is_file() or file.suffix.lower() in FORMATS:
-        builder = FORMATS.get(file.suffix.lower())
-        if builder is None:
-            raise ValueError(f"data.{key} {str(file)!r}: unknown file type {file.suffix!r}; "
-                             "use .jsonl, .json, .parquet or .csv")
-        if not file.is_file():
-            raise FileNotFoundError(f"data.{key} {str(file)!r} does not exist")
-        where = f"data.{key} {str(file)!r}"
-        if file.stat().st_size == 0 or (file.stat().st_size < 4096 and not file.read_bytes().strip()):
-            raise ValueError(f"{where} is empty: no pairs to train on")
-        try:
-            table = load_dataset(builder, data_files=str(file), split="train", cache_dir=cache_dir)
-        except Exception as e:  # datasets' errors on malformed files do not name the file
-            raise ValueError(f"{where}: could not read it as {builder}: {type(e).__name__}: {e}") from e
-    else:  # a folder of data files, or a dataset on the hub
-        where = f"data.{key} {str(path)!r} (split {split!r})"
-        table = load_dataset(str(path), split=split, cache_dir=cache_dir)
-    if len(table) == 0:
-        raise ValueError(f"{where} has no rows: no pairs to train on")
-    return table, where
+    return load_table(path, split=split, cache_dir=cache_dir, key=f"data.{key}"), f"data.{key} {str(path)!r}"
 
 
 def check_pairs(table, where: str, data: DictConfig):
@@ -184,79 +163,6 @@ def check_pairs(table, where: str, data: DictConfig):
 
     table = table.select_columns(used).map(standard, batched=True, remove_columns=used)
     return table.with_format("torch", columns=["label"], output_all_columns=True)
-
-
-# -- the LightningModule ------------------------------------------------------------------------------------------
-
-
-def pairwise_training_class():
-    """The LightningModule that trains a ``PairwiseClassifier``'s own model (built frozen, as a judge).
-
-    Defined on the first call, once lightning is imported, so that ``--help`` and data errors answer without
-    torch; then kept as the module attribute ``PairwiseTraining``, so that it pickles (``ddp_spawn``).
-    """
-    if "PairwiseTraining" in globals():
-        return globals()["PairwiseTraining"]
-    import lightning as L
-    import torch
-    import torch.nn.functional as F
-    from torchmetrics.classification import BinaryAccuracy, BinaryCalibrationError
-
-    class PairwiseTraining(L.LightningModule):
-        def __init__(self, judge, lr: float, weight_decay: float = 0.0, swap_augment: bool = True):
-            super().__init__()
-            self.judge = judge
-            judge.model.requires_grad_(True).train()  # the judge is frozen for fit; here it learns
-            self.lr, self.weight_decay, self.swap_augment = float(lr), float(weight_decay), bool(swap_augment)
-            self.accuracy = BinaryAccuracy()
-            self.calibration = BinaryCalibrationError(n_bins=15, norm="l1")
-            self.evaluated_at = -1  # the global step of the last evaluation
-
-        def first_wins_logit(self, prompts, a, b):
-            """log P(first wins) − log P(not first wins): its sigmoid is ``text.first_wins`` of the logits."""
-            texts = [self.judge.render(x, a=y, b=z) for x, y, z in zip(prompts, a, b)]
-            logits = self.judge.model(**self.judge.encode(texts)).logits.float()
-            if logits.shape[-1] == 1:
-                return logits[:, 0]
-            k = self.judge.first_label
-            return logits[:, k] - torch.cat([logits[:, :k], logits[:, k + 1 :]], dim=-1).logsumexp(-1)
-
-        def training_step(self, batch, batch_idx):
-            prompts, a, b, y = batch["prompt"], batch["a"], batch["b"], batch["label"].float()
-            if self.swap_augment:
-                prompts, a, b, y = prompts + prompts, a + b, b + a, torch.cat([y, 1.0 - y])
-            loss = F.binary_cross_entropy_with_logits(self.first_wins_logit(prompts, a, b), y)
-            self.log("train/loss", loss, batch_size=len(y), prog_bar=True)
-            return loss
-
-        def validation_step(self, batch, batch_idx):
-            y = batch["label"].float()
-            p = self.judge.prob_text(batch["prompt"], batch["a"], batch["b"]).to(y.device)  # what fit will read
-            loss = F.binary_cross_entropy(p.double().clamp(1e-7, 1 - 1e-7), y.double())
-            self.log("eval/loss", loss, batch_size=len(y), prog_bar=True)
-            decided = y != 0.5  # a tie has no winner: it counts in eval/loss only
-            if decided.any():
-                self.accuracy.update(p[decided], y[decided] > 0.5)
-                self.calibration.update(p[decided], y[decided] > 0.5)
-            self.log("eval/accuracy", self.accuracy, batch_size=len(y), prog_bar=True)
-            self.log("eval/calibration_error", self.calibration, batch_size=len(y))
-
-        def on_validation_epoch_end(self):
-            self.evaluated_at = self.global_step
-
-        def configure_optimizers(self):
-            params = [p for p in self.judge.model.parameters() if p.requires_grad]
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-
-    PairwiseTraining.__qualname__ = "PairwiseTraining"
-    globals()["PairwiseTraining"] = PairwiseTraining
-    return PairwiseTraining
-
-
-def __getattr__(name: str):
-    if name == "PairwiseTraining":  # lit_nash.train_preference.PairwiseTraining, and unpickling it
-        return pairwise_training_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _shell(arg: str) -> str:

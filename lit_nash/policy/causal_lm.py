@@ -127,6 +127,9 @@ class CausalLMPolicy(L.LightningModule):
         game: Any = None,
         lr: float = 1e-3,
         optimizer: str = "adamw",
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        grad_clip: float | None = None,
         micro_batches: int = 1,
     ):
         super().__init__()
@@ -138,6 +141,9 @@ class CausalLMPolicy(L.LightningModule):
             raise ValueError(f"policy.optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
         if max_new_tokens < 1:
             raise ValueError(f"policy.max_new_tokens must be ≥ 1, got {max_new_tokens}")
+        if not lr > 0 or weight_decay < 0 or warmup_steps < 0 or (grad_clip is not None and not grad_clip > 0):
+            raise ValueError(f"policy: need lr > 0, weight_decay >= 0, warmup_steps >= 0 and grad_clip > 0 or null; "
+                             f"got lr={lr}, weight_decay={weight_decay}, warmup_steps={warmup_steps}, grad_clip={grad_clip}")
         if int(micro_batches) != micro_batches or micro_batches < 1:
             raise ValueError(f"policy.micro_batches must be an integer >= 1, got {micro_batches}")
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
@@ -532,7 +538,11 @@ class CausalLMPolicy(L.LightningModule):
         opt = self.optimizers()
         opt.zero_grad()
         loss = accumulate(loss_of, batch, self.hparams.micro_batches, self.manual_backward)
+        if self.hparams.grad_clip is not None:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
+        if self.hparams.warmup_steps:
+            self.lr_schedulers().step()
         return loss
 
     def configure_model(self) -> None:
@@ -566,8 +576,14 @@ class CausalLMPolicy(L.LightningModule):
             self.preference.to(self.device)
 
     def configure_optimizers(self):
+        hp = self.hparams
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return OPTIMIZERS[self.hparams.optimizer](params, lr=self.hparams.lr)
+        optimizer = OPTIMIZERS[hp.optimizer](params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if not hp.warmup_steps:
+            return optimizer
+        # linear warmup over the first warmup_steps optimizer steps, then constant
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Create the snapshots a checkpoint holds (adapters or state copies) so ``load_state_dict`` fills them."""

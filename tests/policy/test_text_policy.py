@@ -112,3 +112,30 @@ def test_accumulating_two_micro_batches_equals_the_full_batch(paths, algo, epoch
     print("max difference", max((accumulated[n] - v).abs().max().item() for n, v in full.items()), "moved", moved)
     for name, value in full.items():
         torch.testing.assert_close(accumulated[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+class GradNorms(L.Callback):
+    def __init__(self):
+        self.norms = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        self.norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+
+def test_warmup_weight_decay_and_gradient_clipping(paths):
+    """warmup_steps=4: after 2 optimizer steps the learning rate is 3/4 of lr (linear, then constant);
+    grad_clip bounds the global gradient norm the optimizer sees."""
+    algo = ALGORITHMS["online_ipo"](k=2, variant=2)
+    policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5, algorithm=algo, lr=0.1,
+                            preference=PairwiseClassifier(paths["pairwise"]), weight_decay=0.01, warmup_steps=4,
+                            grad_clip=1e-3)
+    norms = GradNorms()
+    trainer = L.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, callbacks=[algo, norms], accelerator="cpu")
+    trainer.fit(policy, datamodule=GameDataModule(len(PLAIN), prompts_per_step=4))
+    group = policy.optimizers().optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(0.075) and group["weight_decay"] == 0.01
+    assert len(norms.norms) == 2 and max(norms.norms) <= 1e-3 * (1 + 1e-4)
+    with pytest.raises(ValueError, match="grad_clip > 0 or null; got .*grad_clip=0"):
+        CausalLMPolicy(paths["plain"], prompts=PLAIN, grad_clip=0)
