@@ -1,0 +1,50 @@
+"""Every algorithm's practical loss, against a text preference model, moves a real LM the right way: its
+win rate against the reference under that model rises.
+
+A tiny random-init GPT-2 policy and a tiny random-init Bradley–Terry reward model (a fixed, arbitrary
+preference over text) share a word vocabulary; the reward model reads the decoded responses with its own
+tokenizer. After 40 optimizer steps (lr 3e-3, 4 prompts), P(policy ≻ reference) is estimated on 4×64 fresh
+sample pairs with a fixed seed. Measured: 0.52 at the start (0.5 in expectation), and after training
+sppo 0.90, mnpo 0.84, online_ipo 0.83, inpo 0.69, egpo 0.67, comal 0.63, nash_mp 0.62, nash_md 0.61, mmd and
+mpo 0.59. The estimate's standard error is about 0.015, so the test asks for ≥ 0.56 (the start + 3σ)."""
+
+import lightning as L
+import pytest
+import torch
+
+from lit_nash.algorithms import ALGORITHMS
+from lit_nash.data import GameDataModule
+from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
+from lit_nash.policy.causal_lm import CausalLMPolicy
+from lit_nash.preference import BradleyTerryReward
+
+WORDS = "hello name a colour red blue green cat dog big small count to three".split()
+PROMPTS = ["name a colour", "count to three", "hello", "big cat small dog"]
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text_pref")
+    return tiny_causal_lm(root / "policy", WORDS, seed=1), tiny_sequence_classifier(root / "reward", WORDS, num_labels=1, seed=3)
+
+
+def win_rate_vs_ref(policy, n=64):
+    torch.manual_seed(123)
+    prompt = torch.arange(len(PROMPTS))
+    a, b = policy.sample(prompt, n), policy.sample(prompt, n, source="ref")
+    return policy.preference.prob(prompt, a, b).mean().item()
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_training_raises_the_win_rate_against_the_reference(paths, name):
+    policy_path, reward_path = paths
+    L.seed_everything(0, verbose=False)
+    algo = ALGORITHMS[name](k=2) if name == "egpo" else ALGORITHMS[name](k=4)
+    policy = CausalLMPolicy(str(policy_path), prompts=PROMPTS, max_new_tokens=6, lr=3e-3, algorithm=algo,
+                            preference=BradleyTerryReward(str(reward_path)))
+    start = win_rate_vs_ref(policy)
+    trainer = L.Trainer(max_steps=40, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, callbacks=[algo], accelerator="cpu")
+    trainer.fit(policy, datamodule=GameDataModule(len(PROMPTS)))
+    assert abs(start - 0.5) < 0.05
+    assert win_rate_vs_ref(policy) >= 0.56
