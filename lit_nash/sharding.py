@@ -11,6 +11,7 @@ only), this runs on CPU processes too, so the sharded path is tested without a G
 from __future__ import annotations
 
 from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
 
 
 class ShardedDataParallel(ModelParallelStrategy):
@@ -21,3 +22,14 @@ class ShardedDataParallel(ModelParallelStrategy):
     def setup_environment(self) -> None:
         self._data_parallel_size = self.world_size  # before the device mesh is built from it
         super().setup_environment()
+
+
+def parameters_at_rest(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's parameters by name, sharded if it is sharded: FSDP2 leaves the root module's parameters
+    gathered after a forward, and copies to or from snapshots must see one layout."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return dict(model.named_parameters())

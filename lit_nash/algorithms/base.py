@@ -30,6 +30,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_nash.sharding import parameters_at_rest
+
 WinRates = Callable[[Tensor], Tensor]
 """Maps log-policies (..., K) to win-rate vectors P·π (..., K): the exact preference oracle."""
 
@@ -116,24 +118,17 @@ def check_period(key: str, value: int | None, algo: str) -> int | None:
     return int(value)
 
 
-def _parameters(policy: Any) -> dict[str, Tensor]:
-    """Named parameters; a sharded LM's as shards (see ``CausalLMPolicy.configure_model``)."""
-    from lit_nash.policy.causal_lm import parameters_at_rest
-
-    return parameters_at_rest(policy)
-
-
 def training_state(policy: Any) -> dict[str, Any]:
     """A copy of the trainable parameters and the optimizer state: EGPO's and Nash-MP's return point."""
     return {
-        "params": {n: p.detach().clone() for n, p in _parameters(policy).items() if p.requires_grad},
+        "params": {n: p.detach().clone() for n, p in parameters_at_rest(policy).items() if p.requires_grad},
         "optimizer": copy.deepcopy(policy.optimizers().optimizer.state_dict()),
     }
 
 
 def restore_training_state(policy: Any, state: dict[str, Any]) -> None:
     """Put parameters and optimizer state back bit for bit."""
-    params = _parameters(policy)
+    params = parameters_at_rest(policy)
     with torch.no_grad():
         for name, value in state["params"].items():
             params[name].copy_(value)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lit_nash.algorithms.base import accumulate
+from lit_nash.sharding import parameters_at_rest
 from lit_nash.metrics import is_logging_step
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -62,17 +63,6 @@ def _disable_dropout(model: nn.Module) -> None:
             m.p = 0.0
         if isinstance(getattr(m, "attention_dropout", None), float):
             m.attention_dropout = 0.0
-
-
-def parameters_at_rest(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The model's parameters by name, sharded if it is sharded: FSDP2 leaves the root module's parameters
-    gathered after a forward, and copies to or from snapshots must see one layout."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
-    return dict(model.named_parameters())
 
 
 @contextmanager
