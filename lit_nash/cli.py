@@ -26,8 +26,9 @@ USAGE = "usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_
 def _print_commands(stream) -> None:
     print(USAGE, file=stream)
     print("\ncommands:", file=stream)
+    width = max(len(name) for name in COMMANDS)
     for name, (_, about) in COMMANDS.items():
-        print(f"  {name:<10} {about}", file=stream)
+        print(f"  {name:<{width}}  {about}", file=stream)
 
 
 def _with_override(args: list[str], override: str) -> list[str]:
