@@ -18,6 +18,7 @@ COMMANDS = {
         "lit_nash.train_preference",
         "train a pairwise preference classifier on (prompt, a, b, label) data (conf/train_preference.yaml)",
     ),
+    "compare": ("lit_nash.compare", "table and plots of MLflow runs: final metrics per algorithm over seeds (conf/compare.yaml)"),
 }
 
 USAGE = "usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_nash <command> --help)"

@@ -1,0 +1,88 @@
+"""``python -m lit_nash compare`` end to end: a real ``fit`` multirun into an MLflow store, read back."""
+
+import csv
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from .cli import run_cli
+
+METRICS = ["game/duality_gap", "game/reg_duality_gap", "game/exploitability", "game/kl_to_ne"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """2 algorithms × 2 seeds on a seeded random matrix game (the seeds draw different games)."""
+    cwd = tmp_path_factory.mktemp("store")
+    out = run_cli("fit", "-m", "algo=mpo,egpo", "seed=0,1", "game=egpo_random", "trainer.max_steps=200",
+                  "trainer.enable_progress_bar=false", cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cwd
+
+
+def read_table(path):
+    with open(path, newline="") as f:
+        return {row["algo"]: row for row in csv.DictReader(f)}
+
+
+def test_compare_writes_a_table_over_seeds_and_a_plot_per_metric(store):
+    cmp = store / "cmp"
+    out = run_cli("compare", f"out={cmp}", cwd=store)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    table = read_table(cmp / "table.csv")
+    assert sorted(table) == ["egpo", "mpo"]
+    for row in table.values():
+        assert row["n_seeds"] == "2" and row["seeds"] == "0 1"
+        for metric in METRICS:
+            assert row[f"{metric}_n"] == "2"
+            assert np.isfinite(float(row[f"{metric}_mean"])) and float(row[f"{metric}_std"]) >= 0
+    # the seeds draw different games: the spread over seeds is real (and the mean is not one seed's value)
+    assert float(table["mpo"]["game/duality_gap_std"]) > 0
+    # EGPO converges to the regularized equilibrium; MPO (τ = 0.1 toward a moving magnet) does not
+    assert abs(float(table["egpo"]["game/reg_duality_gap_mean"])) < 1e-10
+    assert float(table["mpo"]["game/duality_gap_mean"]) < float(table["egpo"]["game/duality_gap_mean"])
+
+    markdown = (cmp / "table.md").read_text()
+    assert "| algo | seeds | " + " | ".join(METRICS) + " |" in markdown
+    assert markdown.count(" ± ") == 2 * len(METRICS)
+    assert markdown in out.stdout  # the printed table is the saved one
+
+    for metric in METRICS:
+        png = cmp / f"curve_{metric.replace('/', '_')}.png"
+        assert str(png.name) in out.stdout
+        image = imread(png)
+        height, width = image.shape[:2]
+        assert width > 200 and height > 200
+        assert image.reshape(-1, image.shape[-1]).std(axis=0).max() > 0.01, f"{png.name} is one colour"
+    assert str(cmp) in out.stdout
+
+
+def test_compare_filter_selects_runs(store):
+    cmp = store / "cmp_mpo"
+    out = run_cli("compare", "filter=\"tags.algo = 'mpo'\"", "metrics=[game/duality_gap,train/absent]",
+                  f"out={cmp}", cwd=store)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list(read_table(cmp / "table.csv")) == ["mpo"]
+    assert sorted(p.name for p in cmp.glob("*.png")) == ["curve_game_duality_gap.png"]  # train/absent: no run has it
+
+
+def test_compare_names_an_unknown_experiment_and_the_existing_ones(store):
+    out = run_cli("compare", "experiment=nope", f"out={store}/never", cwd=store)
+    assert out.returncode != 0
+    assert "no experiment 'nope'" in out.stderr and "'lit_nash'" in out.stderr
+    assert not (store / "never").exists()
+
+
+def test_compare_says_when_no_run_matches_the_filter(store):
+    out = run_cli("compare", "filter=\"tags.game = 'comal_cycle'\"", cwd=store)
+    assert out.returncode != 0
+    assert "no finished runs in experiment 'lit_nash'" in out.stderr and "comal_cycle" in out.stderr
+
+
+def test_compare_without_a_store_exits_nonzero_and_creates_none(tmp_path):
+    out = run_cli("compare", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "no MLflow store" in out.stderr and str(tmp_path / "mlruns.db") in out.stderr
+    assert not (tmp_path / "mlruns.db").exists()
