@@ -27,43 +27,19 @@ def fit(cfg: DictConfig) -> float | None:
     a Hydra sweeper minimizes)."""
     import lightning as L  # imported here so that --help and config errors answer without loading torch
 
+    from lit_nash.evaluation import PeriodicEval
     from lit_nash.metrics import GameMetrics
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
-    from lit_nash.tracking import flat_params, summary_line
+    from lit_nash.tracking import RunRecord, flat_params, summary_line
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-
-    game = instantiate(cfg.game) if cfg.get("game") is not None else None
-    if (game is None) != ("path" in cfg.data):
-        raise ValueError(
-            "a run takes its prompts from a game (game=<name> with data=game) or from a dataset (~game with "
-            f"data=prompts data.path=<file>, as task=text does); got game={choices.get('game')} data={choices.get('data')}"
-        )
-    data = instantiate(cfg.data, **({} if game is None else {"num_prompts": game.num_prompts}))
-    prompts = getattr(data, "prompts", None)  # a prompt dataset (data=prompts); a game brings its own
-    if cfg.policy.get("model_path", "") is None:  # an LM task without a model: a random-init tiny LM for the game
-        if game is None:
-            raise ValueError("policy.model_path is required when the prompts come from a dataset (game=null)")
-        from lit_nash.models import tiny_causal_lm
-
-        with open_dict(cfg):
-            cfg.policy.model_path = str(tiny_causal_lm(Path(cfg.output_dir) / "tiny_lm", game.vocabulary(), seed=cfg.seed))
-    # built objects go in through partials: instantiate(cfg, obj=...) would merge them into the config
-    build_preference = instantiate(cfg.preference, _partial_=True)
-    if "game" in inspect.signature(build_preference.func).parameters:  # an exact oracle reads the game
-        if game is None:
-            raise ValueError(
-                f"preference={choices.get('preference')} is a game's exact oracle and there is no game; with a "
-                "prompt dataset use a preference model: preference=pairwise, bradley_terry or judge"
-            )
-        preference = build_preference(game=game)
-    else:
-        preference = build_preference()
+    game, data = build_game_and_data(cfg, choices)
+    build_tiny_model(cfg, game)
+    preference = build_preference(cfg.preference, game, choices.get("preference"))
     algorithm = instantiate(cfg.algo)
-    sources = {"game": game} if game is not None else {"prompts": prompts}
-    policy = instantiate(cfg.policy, _partial_=True)(algorithm=algorithm, preference=preference, **sources)
+    policy = build_policy(cfg, game, data, algorithm, preference)
     if hasattr(preference, "read_with") and not hasattr(policy, "decode"):
         raise ValueError(f"preference={choices.get('preference')} judges text and policy={choices.get('policy')} "
                          "writes none: use a language-model policy (task=token_game or task=text)")
@@ -74,7 +50,9 @@ def fit(cfg: DictConfig) -> float | None:
     logger = instantiate(
         cfg.logger, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}"
     )
-    callbacks = [c for c in (algorithm, metrics, RNGCheckpoint(cfg.seed)) if c is not None]
+    evaluation = PeriodicEval(**cfg.eval, seed=cfg.seed) if cfg.get("eval") and cfg.eval.every_n_steps else None
+    record = RunRecord(OmegaConf.to_container(cfg, resolve=True))
+    callbacks = [c for c in (algorithm, metrics, evaluation, RNGCheckpoint(cfg.seed), record) if c is not None]
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # the user's own
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
@@ -83,6 +61,7 @@ def fit(cfg: DictConfig) -> float | None:
 
     start = time.perf_counter()
     trainer.fit(policy, datamodule=data, ckpt_path=cfg.ckpt_path)
+    record.tag_checkpoint(trainer)
     final = metrics.final(policy) if metrics is not None else {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
     }
@@ -90,3 +69,49 @@ def fit(cfg: DictConfig) -> float | None:
         seconds = time.perf_counter() - start
         print(summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri))
     return final.get("game/duality_gap", final.get("train/loss"))
+
+
+# -- the parts of a run, built from its config (also how ``eval`` rebuilds a policy from a checkpoint) ------
+def build_game_and_data(cfg: DictConfig, choices: dict | None = None):
+    """The game (None for a prompt dataset) and the DataModule; a run needs exactly one source of prompts."""
+    choices = choices or {}
+    game = instantiate(cfg.game) if cfg.get("game") is not None else None
+    if (game is None) != ("path" in cfg.data):
+        raise ValueError(
+            "a run takes its prompts from a game (game=<name> with data=game) or from a dataset (~game with "
+            f"data=prompts data.path=<file>, as task=text does); got game={choices.get('game')} data={choices.get('data')}"
+        )
+    data = instantiate(cfg.data, **({} if game is None else {"num_prompts": game.num_prompts}))
+    return game, data
+
+
+def build_preference(node: DictConfig, game, choice: str | None = None):
+    """The preference model of a ``preference`` config node; exact oracles read the game."""
+    build = instantiate(node, _partial_=True)  # built objects go in through partials, not merged into the config
+    if "game" in inspect.signature(build.func).parameters:
+        if game is None:
+            raise ValueError(
+                f"preference={choice} is a game's exact oracle and there is no game; with a "
+                "prompt dataset use a preference model: preference=pairwise, bradley_terry or judge"
+            )
+        return build(game=game)
+    return build()
+
+
+def build_tiny_model(cfg: DictConfig, game) -> None:
+    """An LM task on a game without a model path gets a random-init tiny LM for the game's words, built in the
+    run folder; its path is written into ``cfg`` (the token game's oracle reads its tokenizer, checkpoints name it)."""
+    if cfg.policy.get("model_path", "") is not None:
+        return
+    if game is None:
+        raise ValueError("policy.model_path is required when the prompts come from a dataset (game=null)")
+    from lit_nash.models import tiny_causal_lm
+
+    with open_dict(cfg):
+        cfg.policy.model_path = str(tiny_causal_lm(Path(cfg.output_dir) / "tiny_lm", game.vocabulary(), seed=cfg.seed))
+
+
+def build_policy(cfg: DictConfig, game, data, algorithm, preference):
+    """The policy with its reference, playing the game's prompts or the dataset's."""
+    sources = {"game": game} if game is not None else {"prompts": data.prompts}
+    return instantiate(cfg.policy, _partial_=True)(algorithm=algorithm, preference=preference, **sources)
