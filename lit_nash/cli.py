@@ -18,6 +18,10 @@ COMMANDS = {
         "lit_nash.train_preference",
         "train a pairwise preference classifier on (prompt, a, b, label) data (conf/train_preference.yaml)",
     ),
+    "eval": (
+        "lit_nash.eval",
+        "win rates of trained policies vs their references and each other, exact gaps on games (conf/eval.yaml)",
+    ),
     "compare": ("lit_nash.compare", "table and plots of MLflow runs: final metrics per algorithm over seeds (conf/compare.yaml)"),
 }
 

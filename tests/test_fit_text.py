@@ -5,39 +5,18 @@ import json
 
 import mlflow
 import pytest
-from transformers import AutoTokenizer
 
-from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
 from tests.cli import run_cli
-
-WORDS = "user assistant : hello name a colour red blue green cat dog big small count to three".split()
-TEMPLATE = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}assistant :{% endif %}"
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("text_fit")
-    policy = tiny_causal_lm(root / "policy", WORDS, seed=1)
-    tok = AutoTokenizer.from_pretrained(str(policy))
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(str(policy))
-    pairwise = tiny_sequence_classifier(root / "pairwise", WORDS + ["[", "SEP", "]"], seed=2)
-    plain = root / "prompts.jsonl"
-    plain.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["name a colour", "count to three", "hello", "big cat"]))
-    chat = root / "chat.jsonl"
-    chat.write_text("".join(
-        json.dumps({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "red"}]}) + "\n"
-        for p in ["name a colour", "count to three", "hello", "big cat"]
-    ))
-    return {"policy": str(policy), "pairwise": str(pairwise), "plain": str(plain), "chat": str(chat)}
 
 
 @pytest.mark.parametrize("lora, data", [(False, "plain"), (True, "chat")])
-def test_fit_on_a_prompt_file_with_a_pairwise_preference_model(setup, tmp_path, lora, data):
+def test_fit_on_a_prompt_file_with_a_pairwise_preference_model(text_models, tmp_path, lora, data):
+    setup = text_models
     overrides = [
         "task=text", "algo=egpo", f"data.path={setup[data]}", f"policy.model_path={setup['policy']}",
         f"preference.path={setup['pairwise']}", "rollout.prompts_per_step=2", "policy.max_new_tokens=6",
         "trainer.max_steps=6", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+        "eval.every_n_steps=3", "eval.prompts=2", "eval.samples=2", "eval.table_rows=3",
     ]
     if data == "chat":
         overrides.append("data.column=messages")
@@ -53,3 +32,11 @@ def test_fit_on_a_prompt_file_with_a_pairwise_preference_model(setup, tmp_path, 
     losses = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(losses) >= 3 and all(m.value == m.value for m in losses)  # logged, finite (not NaN)
     assert not any(k.startswith("game/") for k in run.data.metrics)  # no game, no exact gaps
+    for name in ("eval/win_rate_vs_ref", "eval/win_rate_vs_snapshot"):
+        history = client.get_metric_history(run.info.run_id, name)  # every 3 optimizer steps: EGPO takes 2 per
+        assert [m.step for m in history] == [3, 5]  # iteration, so after optimizer steps 4 and 6 (logged as s − 1) and all(0 <= m.value <= 1 for m in history)
+    with open(client.download_artifacts(run.info.run_id, "completions.json", str(tmp_path))) as f:
+        table = json.load(f)
+    assert table["columns"] == ["step", "prompt", "opponent", "policy_response", "opponent_response", "p_policy_wins", "chosen"]
+    assert len(table["data"]) == 2 * 2 * 3  # 2 evaluations × 2 opponents × 3 rows
+    assert {row[1] for row in table["data"]} <= {"name a colour", "count to three"}  # the prompts as text

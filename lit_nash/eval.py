@@ -1,0 +1,339 @@
+"""``python -m lit_nash eval``: trained policies against their references and against each other.
+
+Each policy is rebuilt from a checkpoint of ``fit`` (checkpoints carry the run's resolved config, see
+``lit_nash.tracking.RunRecord``), given by path or by MLflow run id (the run's ``checkpoint`` tag), or taken
+from every finished run of an experiment. One preference model judges every match: the one chosen with
+``preference=<option>``, else the first policy's own. Printed and written to ``out``:
+
+* per policy, the win rate against its own reference with a 95% interval (``lit_nash.evaluation``);
+* the win-rate matrix P(row ≻ column) between the policies, each entry with its interval, the diagonal ½;
+* on a game, the exact values of both and each policy's exact gaps (duality gap, regularized gap,
+  exploitability, KL to the NE), from the policies' exact distributions.
+
+The same numbers go to one MLflow run (experiment ``log_experiment``, tag ``command=eval``): metrics per
+policy, and ``table.md`` and ``win_rate_matrix.{json,csv,png}`` as artifacts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+@hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+@dataclass
+class Player:
+    name: str
+    policy: Any
+    config: DictConfig  # the run's resolved config, from the checkpoint
+    game: Any  # None for a prompt dataset
+    checkpoint: str
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run every match, print the tables, write the files, log the MLflow run; returns the numbers."""
+    import torch
+
+    from lit_nash.fit import build_preference
+
+    source = None if cfg.policies else str(cfg.experiment)  # compare draws the latest evaluation of its experiment
+    specs = [str(s) for s in cfg.policies] or runs_of(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter)
+    players = [load_player(spec, str(cfg.tracking_uri)) for spec in specs]
+    unique_names(players)
+    count = shared_prompt_count(players)
+    first = players[0]
+    node = cfg.preference if cfg.get("preference") is not None else first.config.preference
+    preference = build_preference(node, first.game, node.get("_target_"))
+    if not hasattr(preference, "prob_text") and any(hasattr(p.policy, "decode") != hasattr(first.policy, "decode") for p in players):
+        raise SystemExit("lit_nash eval: an exact game oracle reads response ids; the policies must be all tabular or all LMs")
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for p in players:
+        p.policy.to(device).eval()
+    if isinstance(preference, torch.nn.Module):
+        preference.to(device)
+
+    n, N = int(cfg.samples), min(int(cfg.prompts or count), count)
+    if n < 1 or N < 1:
+        raise SystemExit(f"lit_nash eval: samples and prompts must be >= 1, got samples={n}, prompts={cfg.prompts}")
+    prompt = torch.arange(N, device=device)
+    torch.manual_seed(int(cfg.seed))
+    k = len(players)
+    vs_ref = [match(preference, prompt, p.policy, p.policy, n, int(cfg.batch_size), b_source="ref") for p in players]
+    matrix = [[None] * k for _ in range(k)]
+    for i in range(k):
+        for j in range(i + 1, k):
+            matrix[i][j] = match(preference, prompt, players[i].policy, players[j].policy, n, int(cfg.batch_size))
+    result = {
+        "policies": [p.name for p in players],
+        "checkpoints": [p.checkpoint for p in players],
+        "prompts": N,
+        "samples": n,
+        "preference": str(node.get("_target_")),
+        "win_rate_vs_ref": [r.mean for r in vs_ref],
+        "win_rate_vs_ref_ci95": [r.ci95 for r in vs_ref],
+        "win_rate": [[0.5 if i == j else (matrix[i][j].mean if j > i else 1 - matrix[j][i].mean) for j in range(k)] for i in range(k)],
+        "win_rate_ci95": [[0.0 if i == j else matrix[min(i, j)][max(i, j)].ci95 for j in range(k)] for i in range(k)],
+        "pairs": n * N,
+        "source_experiment": source,
+    }
+    result.update(exact_values(players, prompt))
+    out = Path(str(cfg.out))
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = report(result)
+    client = run = None
+    if cfg.log_experiment:
+        client, run = start_run(result, str(cfg.tracking_uri), str(cfg.log_experiment))
+        result["mlflow_run_id"] = run
+    (out / "table.md").write_text(markdown + "\n")
+    write_files(result, out)
+    if run is not None:
+        log_run(client, run, result, out, cfg)
+    print(f"lit_nash eval: {k} policies on {N} prompts × {n} samples, judged by {result['preference']}\n")
+    print(markdown)
+    print(f"\nwrote {out}/table.md and win_rate_matrix.json/.csv/.png"
+          + (f"; MLflow run {result['mlflow_run_id']} in experiment {cfg.log_experiment!r}" if cfg.log_experiment else ""))
+    return result
+
+
+# -- policies from checkpoints and runs ----------------------------------------------------------------
+def runs_of(tracking_uri: str, experiment: str, filter_string: str | None) -> list[str]:
+    """Ids of the finished runs of an experiment (oldest first) that have a checkpoint."""
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise SystemExit(f"lit_nash eval: no experiment {experiment!r} in {tracking_uri}; the experiments there are {names}")
+    runs = client.search_runs([found.experiment_id], filter_string=filter_string or "", max_results=10_000,
+                              order_by=["attributes.start_time ASC"])
+    ids = [r.info.run_id for r in runs if r.info.status == "FINISHED" and "checkpoint" in r.data.tags]
+    if not ids:
+        raise SystemExit(f"lit_nash eval: no finished run with a checkpoint in experiment {experiment!r} "
+                         f"with filter={filter_string!r}; give policies=[<checkpoint>, ...] instead")
+    return ids
+
+
+def load_player(spec: str, tracking_uri: str) -> Player:
+    """A policy from a checkpoint path or an MLflow run id, rebuilt from the config its checkpoint carries."""
+    import torch
+    from hydra.utils import instantiate
+
+    from lit_nash.fit import build_game_and_data, build_policy
+    from lit_nash.tracking import CONFIG_KEY
+
+    path, name = Path(spec), None
+    if not path.exists():
+        if "/" in spec or spec.endswith(".ckpt"):
+            raise SystemExit(f"lit_nash eval: checkpoint {spec!r} does not exist")
+        run = _run(spec, tracking_uri)
+        name = run.info.run_name
+        if "checkpoint" not in run.data.tags:
+            raise SystemExit(f"lit_nash eval: MLflow run {spec} ({name}) has no checkpoint tag: it did not finish, "
+                             "or ran with checkpointing off (trainer.enable_checkpointing=false)")
+        path = Path(run.data.tags["checkpoint"])
+        if not path.exists():
+            raise SystemExit(f"lit_nash eval: the checkpoint of MLflow run {spec} ({name}), {str(path)!r}, no longer exists")
+    if path.is_dir():
+        raise SystemExit(f"lit_nash eval: {str(path)!r} is a distributed (sharded) checkpoint folder; consolidate it into "
+                         "one file first: python -m lightning.pytorch.utilities.consolidate_checkpoint <folder>")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if CONFIG_KEY not in checkpoint:
+        raise SystemExit(f"lit_nash eval: {str(path)!r} holds no run config: it was not written by `python -m lit_nash fit`")
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    game, data = build_game_and_data(cfg)
+    policy = build_policy(cfg, game, data, algorithm=None, preference=None)
+    policy.on_load_checkpoint(checkpoint)
+    # a tabular policy keeps its game oracle as a submodule; the judge here is chosen separately
+    policy.load_state_dict({k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("preference.")})
+    if name is None:
+        task = game.name if game is not None else Path(str(cfg.data.path)).stem
+        name = cfg.logger.get("run_name") or f"{instantiate(cfg.algo).name}-{task}-seed{cfg.seed}"
+    return Player(name, policy, cfg, game, str(path))
+
+
+def unique_names(players: list[Player]) -> None:
+    seen: dict[str, int] = {}
+    for p in players:
+        seen[p.name] = seen.get(p.name, 0) + 1
+        if seen[p.name] > 1:
+            p.name = f"{p.name}_{seen[p.name]}"
+
+
+def shared_prompt_count(players: list[Player]) -> int:
+    """The number of prompts, which every policy must share (same game, or the same prompt list)."""
+    import torch
+
+    def prompts(p: Player):
+        if hasattr(p.policy, "prompts"):
+            return list(p.policy.prompts)
+        return p.policy.logits.shape[0]
+
+    first = players[0]
+    for p in players[1:]:
+        same_game = (first.game is None) == (p.game is None) and (
+            first.game is None or (first.game.P.shape == p.game.P.shape and torch.equal(first.game.P, p.game.P)))
+        if not same_game or prompts(p) != prompts(first):
+            raise SystemExit(f"lit_nash eval: the policies must play the same prompts (the same game or prompt list); "
+                             f"{p.name} differs from {first.name}")
+    prompts0 = prompts(first)
+    return len(prompts0) if isinstance(prompts0, list) else int(prompts0)
+
+
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise SystemExit(f"lit_nash eval: no MLflow store at tracking_uri={tracking_uri}; give checkpoint paths, "
+                         "or point tracking_uri at the store the runs went to")
+    return MlflowClient(tracking_uri)
+
+
+def _run(run_id: str, tracking_uri: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise SystemExit(f"lit_nash eval: {run_id!r} is neither a checkpoint file nor a run id in {tracking_uri}") from None
+
+
+# -- matches and exact values --------------------------------------------------------------------------
+def match(preference, prompt, a, b, n: int, batch_size: int, a_source: str = "policy", b_source: str = "policy"):
+    """The win rate of ``a`` against ``b`` over all prompts, sampled ``batch_size`` prompts at a time."""
+    import torch
+
+    from lit_nash.evaluation import WinRate, play_match
+
+    parts = [play_match(preference, prompt[i : i + batch_size], a, b, n, a_source, b_source).p
+             for i in range(0, prompt.shape[0], batch_size)]
+    return WinRate.of(torch.cat(parts))
+
+
+def exact_values(players: list[Player], prompt) -> dict[str, Any]:
+    """On a game: the exact win rates (mean over the evaluated prompts of π_iᵀ P π_j) and exact gaps."""
+    import torch
+
+    from lit_nash.games import nash_equilibrium
+    from lit_nash.metrics import game_metrics
+
+    if players[0].game is None:
+        return {}
+    P = players[0].game.P.double()[prompt.cpu()]
+    pis = [p.policy.log_probs().detach().double().cpu()[prompt.cpu()] for p in players]
+    refs = [p.policy.snapshot("ref").detach().double().cpu()[prompt.cpu()] for p in players]
+
+    def rate(log_a, log_b):
+        return float(torch.einsum("na,nab,nb->n", log_a.exp(), P, log_b.exp()).mean())
+
+    ne = nash_equilibrium(P)
+    gaps = [{k: float(v) for k, v in game_metrics(P, ne, pi, ref, float(p.config.metrics.tau)).items()}
+            for p, pi, ref in zip(players, pis, refs)]
+    return {
+        "exact_win_rate_vs_ref": [rate(pi, ref) for pi, ref in zip(pis, refs)],
+        "exact_win_rate": [[rate(a, b) for b in pis] for a in pis],
+        "exact_gaps": gaps,
+    }
+
+
+# -- output --------------------------------------------------------------------------------------------
+def report(r: dict[str, Any]) -> str:
+    """The per-policy table and the matrix (sampled, and exact on a game) as markdown."""
+    names, exact = r["policies"], "exact_win_rate" in r
+    gap_keys = list(r["exact_gaps"][0]) if exact else []
+    head = ["policy", "win rate vs ref (95% CI)"] + (["exact"] + [k.split("/")[-1] for k in gap_keys] if exact else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, name in enumerate(names):
+        cells = [name, f"{r['win_rate_vs_ref'][i]:.3f} ± {r['win_rate_vs_ref_ci95'][i]:.3f}"]
+        if exact:
+            cells += [f"{r['exact_win_rate_vs_ref'][i]:.3f}"] + [f"{r['exact_gaps'][i][k]:.3g}" for k in gap_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"P(row ≻ column), {r['pairs']} pairs per entry, ± the 95% half-width:", ""]
+    lines += _matrix_md(names, lambda i, j: "½" if i == j else f"{r['win_rate'][i][j]:.3f} ± {r['win_rate_ci95'][i][j]:.3f}")
+    if exact:
+        lines += ["", "Exact P(row ≻ column) from the policies' distributions:", ""]
+        lines += _matrix_md(names, lambda i, j: f"{r['exact_win_rate'][i][j]:.3f}")
+    return "\n".join(lines)
+
+
+def _matrix_md(names: list[str], cell) -> list[str]:
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    return lines + ["| " + names[i] + " | " + " | ".join(cell(i, j) for j in range(len(names))) + " |" for i in range(len(names))]
+
+
+def write_files(r: dict[str, Any], out: Path) -> None:
+    (out / "win_rate_matrix.json").write_text(json.dumps(r, indent=1) + "\n")
+    with open(out / "win_rate_matrix.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "column", "win_rate", "ci95"] + (["exact"] if "exact_win_rate" in r else []))
+        for i, a in enumerate(r["policies"]):
+            for j, b in enumerate(r["policies"]):
+                row = [a, b, r["win_rate"][i][j], r["win_rate_ci95"][i][j]]
+                w.writerow(row + ([r["exact_win_rate"][i][j]] if "exact_win_rate" in r else []))
+    plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], out / "win_rate_matrix.png",
+                   f"{r['prompts']} prompts × {r['samples']} samples, ± the 95% half-width")
+
+
+def plot_win_rates(names: list[str], rates, ci95, path: Path, title: str) -> None:
+    """The win-rate matrix as a heatmap centred on ½, each cell annotated with its value and interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    k = len(names)
+    M = np.asarray(rates, dtype=float)
+    label = max(len(n) for n in names)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * k + 0.07 * label, 1.8 + 0.9 * k + 0.05 * label))
+    im = ax.imshow(M, cmap="RdBu_r", vmin=0.0, vmax=1.0)
+    for i in range(k):
+        for j in range(k):
+            text = "½" if i == j else f"{M[i, j]:.2f}\n±{ci95[i][j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="white" if abs(M[i, j] - 0.5) > 0.3 else "black")
+    ax.set_xticks(range(k), names, rotation=35, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_title("P(row ≻ column)", fontsize=11)
+    ax.set_xlabel(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def start_run(r: dict[str, Any], tracking_uri: str, experiment: str):
+    """The evaluation's MLflow run (created first, so the files can name it): (client, run id)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=f"eval-{len(r['policies'])}-policies",
+                            tags={"command": "eval", "policies": ", ".join(r["policies"])[:5000],
+                                  **({"source_experiment": r["source_experiment"]} if r["source_experiment"] else {})})
+    return client, run.info.run_id
+
+
+def log_run(client, rid: str, r: dict[str, Any], out: Path, cfg: DictConfig) -> None:
+    """Params, a metric per policy, the files as artifacts; then the run is finished."""
+    for key, value in {"prompts": r["prompts"], "samples": r["samples"], "seed": cfg.seed,
+                       "preference": r["preference"]}.items():
+        client.log_param(rid, key, value)
+    for i, name in enumerate(r["policies"]):
+        client.log_metric(rid, f"win_rate_vs_ref/{name}", r["win_rate_vs_ref"][i])
+        client.log_metric(rid, f"win_rate_vs_ref_ci95/{name}", r["win_rate_vs_ref_ci95"][i])
+        if "exact_gaps" in r:
+            client.log_metric(rid, f"exact_win_rate_vs_ref/{name}", r["exact_win_rate_vs_ref"][i])
+            for key, value in r["exact_gaps"][i].items():
+                client.log_metric(rid, f"{key}/{name}", value)
+    client.log_artifacts(rid, str(out))
+    client.set_terminated(rid)

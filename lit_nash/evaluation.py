@@ -1,0 +1,167 @@
+"""Win rates between policies under a preference model: the estimate behind ``python -m lit_nash eval``
+and the periodic evaluation of a training run.
+
+One *match* of player A against player B on prompts x_1..x_N: each player samples n responses per prompt,
+the i-th response of A meets the i-th of B, and the preference model labels each pair with P(a ≻ b | x).
+The win rate is the mean over the N·n pairs. Its 95% interval is mean ± 1.96·s/√(N·n), s the sample
+standard deviation of the pair probabilities: the pairs are independent given the prompts (fresh samples
+for every pair), and pooling the prompts' variances over-states the variance of the mean, so the interval
+is conservative. Preference models here are constant-sum (P(a ≻ b) + P(b ≻ a) = 1: games by construction,
+text models by averaging both orders), so B's win rate against A is one minus A's.
+
+Sampling runs under a forked torch RNG seeded from (seed, step): evaluating never changes the samples the
+training run draws next, and every rank draws the same evaluation samples.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lit_nash.rollout import label
+
+Z95 = 1.959964  # two-sided 95% normal quantile
+SNAPSHOT = "eval_prev"  # the policy as of the previous evaluation (win_rate_vs_snapshot's opponent)
+
+
+@dataclass
+class WinRate:
+    """P̂(A ≻ B) over ``pairs`` labeled pairs, with the half-width of its 95% interval."""
+
+    mean: float
+    ci95: float
+    pairs: int
+
+    @classmethod
+    def of(cls, p: Tensor) -> "WinRate":
+        p = p.detach().double().flatten()
+        n = p.numel()
+        sd = float(p.std()) if n > 1 else 0.0
+        return cls(float(p.mean()), Z95 * sd / math.sqrt(n) if n > 1 else float("nan"), n)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.ci95:.3f}"
+
+
+@dataclass
+class Match:
+    """The pairs of one match: responses of both players (N, n, ...) and P(a ≻ b) for each pair (N, n)."""
+
+    a: Tensor
+    b: Tensor
+    p: Tensor
+
+    @property
+    def win_rate(self) -> WinRate:
+        return WinRate.of(self.p)
+
+
+def texts(policy, responses: Tensor) -> list[str]:
+    """Responses as text: an LM decodes its ids; a tabular policy's responses are action indices."""
+    if hasattr(policy, "decode"):
+        return policy.decode(responses)
+    return [str(int(a)) for a in responses.flatten().tolist()]
+
+
+def prompt_texts(policy, prompt: Tensor) -> list[str]:
+    return [policy.prompt_text(i) if hasattr(policy, "prompt_text") else f"prompt {i}" for i in prompt.tolist()]
+
+
+@torch.no_grad()
+def play_match(preference, prompt: Tensor, a, b, n: int, a_source: str = "policy", b_source: str = "policy") -> Match:
+    """Player ``a`` (a policy, as ``a_source``: the policy itself or one of its snapshots) against player
+    ``b`` on ``prompt`` (N,), n pairs per prompt. A text preference model reads each player's responses
+    through that player's own tokenizer; an exact oracle reads ids (the players share the game)."""
+    ra = a.sample(prompt, n, source=a_source)
+    rb = b.sample(prompt, n, source=b_source)
+    if hasattr(preference, "prob_text"):
+        prompts = [x for x in prompt_texts(a, prompt) for _ in range(n)]
+        p = preference.prob_text(prompts, texts(a, ra), texts(b, rb)).view(prompt.shape[0], n)
+        p = check_probabilities(p, prompt)
+    else:
+        p = label(preference, prompt.to(ra.device), ra, rb.to(ra.device))
+    return Match(ra, rb, p.detach().cpu())
+
+
+def check_probabilities(p: Tensor, prompt: Tensor) -> Tensor:
+    bad = ~torch.isfinite(p) | (p < 0) | (p > 1)
+    if bad.any():
+        n, m = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"preference model returned {p[n, m].item()} for prompt {int(prompt[n])}, pair {m}: "
+                         "probabilities must be finite and in [0, 1]")
+    return p
+
+
+def completion_rows(step: int, opponent: str, match: Match, a, b, prompt: Tensor, rows: int) -> list[dict]:
+    """The first ``rows`` pairs of a match as table rows: what the policy said, what it met, who won."""
+    n = match.p.shape[1]
+    said, met = texts(a, match.a), texts(b, match.b)
+    prompts = prompt_texts(a, prompt)
+    out = []
+    for k in range(min(rows, match.p.numel())):
+        i, j = divmod(k, n)
+        p = float(match.p[i, j])
+        out.append({"step": step, "prompt": prompts[i], "opponent": opponent, "policy_response": said[k],
+                    "opponent_response": met[k], "p_policy_wins": p, "chosen": "tie" if p == 0.5 else "policy" if p > 0.5 else opponent})
+    return out
+
+
+class PeriodicEval(L.Callback):
+    """Every ``every_n_steps`` optimizer steps and at the last step: the policy against its reference
+    (``eval/win_rate_vs_ref``) and against itself at the previous evaluation (``eval/win_rate_vs_snapshot``;
+    the snapshot ``eval_prev``, saved in checkpoints; at the first evaluation it is the starting policy),
+    with their 95% half-widths (``.../ci95``), under the run's preference model, on the run's first
+    ``prompts`` prompts. ``table_rows`` pairs of each match go to the MLflow table ``completions.json``."""
+
+    def __init__(self, every_n_steps: int, prompts: int = 8, samples: int = 4, table_rows: int = 8, seed: int = 0):
+        if every_n_steps < 1 or prompts < 1 or samples < 1 or table_rows < 0:
+            raise ValueError(f"eval: need every_n_steps >= 1, prompts >= 1, samples >= 1, table_rows >= 0; got "
+                             f"every_n_steps={every_n_steps}, prompts={prompts}, samples={samples}, table_rows={table_rows}")
+        self.every, self.prompts, self.samples, self.rows, self.seed = every_n_steps, prompts, samples, table_rows, seed
+        self._before = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not pl_module.has_snapshot(SNAPSHOT):  # a resumed run brings its own from the checkpoint
+            pl_module.refresh_snapshot(SNAPSHOT)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        self._before = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        step = trainer.global_step
+        last = trainer.max_steps is not None and step >= trainer.max_steps
+        if step // self.every > self._before // self.every or last:
+            self.evaluate(trainer, pl_module, step)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, policy: L.LightningModule, step: int) -> dict[str, float]:
+        count = len(policy.prompts) if hasattr(policy, "prompts") else policy.logits.shape[0]
+        prompt = torch.arange(min(self.prompts, count), device=policy.device)
+        devices = [policy.device] if policy.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((self.seed * 1_000_003 + step) % 2**63)
+            matches = {
+                "ref": play_match(policy.preference, prompt, policy, policy, self.samples, b_source="ref"),
+                "snapshot": play_match(policy.preference, prompt, policy, policy, self.samples, b_source=SNAPSHOT),
+            }
+        metrics = {}
+        for opponent, match in matches.items():
+            rate = match.win_rate
+            metrics[f"eval/win_rate_vs_{opponent}"] = rate.mean
+            metrics[f"eval/win_rate_vs_{opponent}/ci95"] = rate.ci95
+        policy.refresh_snapshot(SNAPSHOT)
+        logger = trainer.logger
+        if logger is not None:
+            logger.log_metrics(metrics, step=step - 1)  # the step axis of train/* and game/*: update s+1 → s
+            if self.rows and trainer.is_global_zero and getattr(logger, "run_id", None):
+                table = [row for name, m in matches.items()
+                         for row in completion_rows(step, name, m, policy, policy, prompt, self.rows)]
+                columns = {key: [row[key] for row in table] for key in table[0]}
+                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log_table appends by downloading
+                logger.experiment.log_table(logger.run_id, data=columns, artifact_file="completions.json")
+        return metrics

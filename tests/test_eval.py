@@ -1,0 +1,147 @@
+"""``python -m lit_nash eval`` and periodic evaluation, end to end through the real CLI and MLflow store.
+
+On a token game the sampled win rates can be checked against the exact ones computed from the policies'
+distributions: the estimate must lie within 4 standard errors of the truth (the printed 95% half-width is
+1.96 standard errors; a 4σ miss has probability 6e-5, and the seeds are fixed).
+"""
+
+import json
+
+import matplotlib.image
+import mlflow
+import numpy as np
+import pytest
+
+from tests.cli import run_cli
+
+SE_PER_CI = 1 / 1.959964
+
+
+def load_result(out):
+    return json.loads((out / "win_rate_matrix.json").read_text())
+
+
+def check_matrix(r, k):
+    M = np.array(r["win_rate"])
+    assert M.shape == (k, k)
+    np.testing.assert_allclose(M + M.T, np.ones((k, k)), atol=1e-12)  # P(i ≻ j) + P(j ≻ i) = 1, ½ on the diagonal
+    assert ((0 <= M) & (M <= 1)).all()
+    return M
+
+
+@pytest.fixture(scope="module")
+def token_runs(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("eval_token")
+    done = run_cli("fit", "-m", "task=token_game", "algo=egpo,sppo", "trainer.max_steps=40",
+                   "trainer.enable_progress_bar=false", "eval.every_n_steps=20", "eval.samples=2", cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{cwd}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    return cwd, client, runs
+
+
+def test_eval_of_two_token_game_policies_matches_the_exact_win_rates(token_runs, tmp_path):
+    cwd, client, runs = token_runs
+    assert [r.data.tags["algo"] for r in runs] == ["egpo", "sppo"]
+    done = run_cli("eval", "samples=32", f"out={tmp_path}/by_run", cwd=cwd)  # every finished run of lit_nash
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "P(row ≻ column)" in done.stdout and "egpo-token_game-seed0" in done.stdout
+    r = load_result(tmp_path / "by_run")
+    assert r["policies"] == ["egpo-token_game-seed0", "sppo-token_game-seed0"] and r["pairs"] == 4 * 32
+    M = check_matrix(r, 2)
+    E = np.array(r["exact_win_rate"])
+    np.testing.assert_allclose(E + E.T, np.ones((2, 2)), atol=1e-9)
+    assert abs(M[0, 1] - E[0, 1]) <= 4 * SE_PER_CI * r["win_rate_ci95"][0][1]
+    for est, ci, exact in zip(r["win_rate_vs_ref"], r["win_rate_vs_ref_ci95"], r["exact_win_rate_vs_ref"]):
+        assert abs(est - exact) <= 4 * SE_PER_CI * ci
+    assert r["exact_win_rate_vs_ref"][1] > 0.6  # SPPO has learned something in 40 steps: it beats its start
+    for gaps in r["exact_gaps"]:
+        assert set(gaps) >= {"game/duality_gap", "game/reg_duality_gap", "game/exploitability", "game/kl_to_ne"}
+
+    # the same policies by checkpoint path: the same numbers (same seed, same samples)
+    paths = [run.data.tags["checkpoint"] for run in runs]
+    done = run_cli("eval", f"policies=['{paths[0]}','{paths[1]}']", "samples=32", f"out={tmp_path}/by_path",
+                   "log_experiment=null", cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_result(tmp_path / "by_path")["win_rate"] == r["win_rate"]
+
+    # logged: one eval run with the metrics and the matrix as artifacts, the heatmap a real image
+    (ev,) = client.search_runs([client.get_experiment_by_name("lit_nash_eval").experiment_id])
+    assert ev.data.tags["command"] == "eval" and ev.info.run_id == r["mlflow_run_id"]
+    assert ev.data.metrics["win_rate_vs_ref/sppo-token_game-seed0"] == r["win_rate_vs_ref"][1]
+    assert "game/duality_gap/egpo-token_game-seed0" in ev.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(ev.info.run_id)}
+    assert {"table.md", "win_rate_matrix.json", "win_rate_matrix.csv", "win_rate_matrix.png"} <= artifacts
+    image = matplotlib.image.imread(tmp_path / "by_run" / "win_rate_matrix.png")
+    assert min(image.shape[:2]) > 200
+
+
+def test_periodic_evaluation_during_training_is_logged(token_runs, tmp_path):
+    cwd, client, runs = token_runs
+    for run in runs:
+        for name in ("eval/win_rate_vs_ref", "eval/win_rate_vs_snapshot"):
+            history = client.get_metric_history(run.info.run_id, name)
+            assert [m.step for m in history] == [19, 39] and all(0 <= m.value <= 1 for m in history)
+            assert 0 < run.data.metrics[f"{name}/ci95"] < 1
+        with open(client.download_artifacts(run.info.run_id, "completions.json", str(tmp_path))) as f:
+            table = json.load(f)
+        assert len(table["data"]) == 2 * 2 * 8  # 2 evaluations × 2 opponents × table_rows
+        rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+        assert {row["prompt"] for row in rows} <= {"say 0", "say 1", "say 2", "say 3"}
+        assert all(row["chosen"] == ("tie" if row["p_policy_wins"] == 0.5 else "policy" if row["p_policy_wins"] > 0.5
+                                     else row["opponent"]) for row in rows)
+
+
+def test_periodic_evaluation_does_not_change_the_training_run(tmp_path):
+    """Evaluation samples under a forked RNG: the run's own samples, hence its metrics, are unchanged."""
+    done = run_cli("fit", "-m", "rollout=sampled", "algo=online_ipo", "algo.k=8", "policy.lr=0.05",
+                   "trainer.max_steps=30", "trainer.enable_progress_bar=false", "eval.every_n_steps=0,10", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    off, on = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id],
+                                 order_by=["attributes.start_time ASC"])
+    assert "eval/win_rate_vs_ref" in on.data.metrics and "eval/win_rate_vs_ref" not in off.data.metrics
+    for name in ("game/duality_gap", "train/loss"):
+        history = [[(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)] for run in (off, on)]
+        assert history[0] == history[1] and len(history[0]) == 3
+
+    # eval of tabular policies: identical policies, so every exact win rate is ½
+    done = run_cli("eval", "samples=64", f"out={tmp_path}/eval", "log_experiment=null", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = load_result(tmp_path / "eval")
+    assert r["policies"] == ["online_ipo-comal_cycle-seed0", "online_ipo-comal_cycle-seed0_2"]
+    check_matrix(r, 2)
+    np.testing.assert_allclose(r["exact_win_rate"], 0.5, atol=1e-12)
+
+
+def test_eval_of_text_policies_under_their_preference_model(text_models, tmp_path):
+    overrides = ["task=text", "algo=egpo,online_ipo", f"data.path={text_models['plain']}",
+                 f"policy.model_path={text_models['policy']}", f"preference.path={text_models['pairwise']}",
+                 "rollout.prompts_per_step=2", "policy.max_new_tokens=6", "trainer.max_steps=4",
+                 "trainer.enable_progress_bar=false"]
+    done = run_cli("fit", "-m", *overrides, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli("eval", "samples=4", f"out={tmp_path}/eval", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = load_result(tmp_path / "eval")
+    assert r["policies"] == ["egpo-prompts-seed0", "online_ipo-prompts-seed0"] and r["pairs"] == 4 * 4
+    assert r["preference"] == "lit_nash.preference.PairwiseClassifier" and "exact_win_rate" not in r
+    check_matrix(r, 2)
+    assert all(0 <= v <= 1 for v in r["win_rate_vs_ref"])
+
+
+def test_eval_names_a_bad_policy(tmp_path):
+    import torch
+
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").create_experiment("lit_nash")  # a real, empty store
+    for policy, message in [
+        ("missing/model.ckpt", "does not exist"),
+        ("0123456789abcdef", "neither a checkpoint file nor a run id"),
+        ("plain.ckpt", "holds no run config: it was not written by `python -m lit_nash fit`"),
+    ]:
+        done = run_cli("eval", f"policies=[{policy}]", cwd=tmp_path)
+        assert done.returncode != 0 and message in done.stderr, (policy, done.stderr[-2000:])
+    done = run_cli("eval", cwd=tmp_path)  # no policies given, and no finished run in the experiment
+    assert done.returncode != 0 and "no finished run with a checkpoint in experiment 'lit_nash'" in done.stderr
