@@ -1,11 +1,15 @@
 """Every shipped config composes and instantiates, names are predictable, and every key is documented."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from lit_nash.algorithms import ALGORITHMS, Algorithm
 from lit_nash.games import MatrixGame, TokenGame
@@ -13,10 +17,19 @@ from lit_nash.games import MatrixGame, TokenGame
 from .cli import REPO
 
 CONF = REPO / "conf"
+SWEEPS = REPO / "sweeps"  # installed as the config group `sweep` (conf/sweep links here for an editable install)
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_config(name: str = "fit", overrides=()) -> DictConfig:
+    """Compose a primary config of conf/ with overrides, with Hydra's runtime config set (for ${hydra:...})."""
+    with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
 
 
 @pytest.fixture
@@ -24,12 +37,58 @@ def composed():
     """Compose conf/fit.yaml with overrides, with Hydra's runtime config set (for ${hydra:...} keys)."""
 
     def _compose(*overrides: str):
-        with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
-            cfg = compose("fit", overrides=list(overrides), return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            return cfg
+        return compose_config("fit", overrides)
 
     return _compose
+
+
+def target_nodes(node, path: str = ""):
+    """(dotted path, node) of every mapping with a ``_target_``, outside the ``hydra`` block."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        for key in node:
+            if not (path == "" and key == "hydra"):
+                yield from target_nodes(node._get_node(key), f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            yield from target_nodes(item, f"{path}[{i}]")
+
+
+def check_targets(cfg: DictConfig) -> list[str]:
+    """Every ``_target_`` imports, and accepts the node's keys (bound against its signature, nothing built);
+    every interpolation resolves. Returns the checked paths."""
+    body = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # ${hydra:...} still resolves
+    OmegaConf.to_container(body, resolve=True)  # a broken interpolation raises here (??? stays ???)
+    checked = []
+    for path, node in target_nodes(cfg):
+        target = get_object(node._target_)
+        kwargs = {k: None for k in node if not str(k).startswith("_")}
+        try:
+            inspect.signature(target).bind_partial(**kwargs)
+        except TypeError as err:
+            raise AssertionError(f"{path}: {node._target_} does not take {sorted(kwargs)}: {err}") from None
+        checked.append(path)
+    return checked
+
+
+def build_fit(cfg: DictConfig, tracking_uri: str) -> dict:
+    """Build the parts of a fit config that need no model files or network, with the arguments fit passes:
+    the game, the algorithm, the data, an exact oracle, a tabular policy, a CPU trainer and the logger."""
+    built = {"algo": instantiate(cfg.algo)}
+    game = built["game"] = instantiate(cfg.game) if cfg.get("game") is not None else None
+    if game is not None and not OmegaConf.missing_keys(cfg.data):
+        built["data"] = instantiate(cfg.data, num_prompts=game.num_prompts)
+    build_preference = instantiate(cfg.preference, _partial_=True) if not OmegaConf.missing_keys(cfg.preference) else None
+    if game is not None and build_preference is not None and set(inspect.signature(build_preference.func).parameters) == {"game"}:
+        built["preference"] = build_preference(game=game)  # an exact oracle; a model-based one needs its files
+        if cfg.policy._target_.endswith(".TabularPolicy"):
+            built["policy"] = instantiate(cfg.policy, _partial_=True)(
+                algorithm=built["algo"], preference=built["preference"], game=game)
+    if cfg.trainer.get("accelerator") == "cpu" and isinstance(cfg.trainer.get("strategy"), str):
+        built["trainer"] = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    built["logger"] = instantiate(cfg.logger, tracking_uri=tracking_uri, tags={"algo": "x"})
+    return built
 
 
 def test_config_groups_mirror_the_code():
@@ -76,15 +135,69 @@ def test_token_game_task_selects_the_lm_groups(composed):
     assert cfg.rollout.mode == "sampled"
 
 
-@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory) -> str:
+    """One MLflow store for every logger the config tests build (MLFlowLogger creates it: ~1 s each)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlruns.db"
+
+
+def tasks_selecting(group: str, option: str) -> list[str]:
+    """The presets of conf/task/ whose defaults select group=option (``override /group: option``)."""
+    return [p.stem for p in sorted((CONF / "task").glob("*.yaml"))
+            if {f"override /{group}": option} in (yaml.safe_load(p.read_text()).get("defaults") or [])]
+
+
+def conf_files() -> list[Path]:
+    """Every YAML under conf/, found by walking it (conf/sweep, a link to sweeps/, is not followed)."""
+    return sorted(CONF.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", conf_files(), ids=lambda p: p.relative_to(CONF).as_posix())
+def test_every_conf_file_composes_and_instantiates(path: Path, tracking_uri):
+    """A primary config (conf/<name>.yaml, known or new) composes by its name; a group option composes on
+    fit as group=option (with the task that selects it, if it reads another group's keys). Every _target_
+    imports and takes its keys, every interpolation resolves, and fit's cheap parts are really built."""
+    rel = path.relative_to(CONF)
+    if len(rel.parts) == 1:
+        cfg = compose_config(path.stem)
+        checked = check_targets(cfg)
+    else:
+        group = rel.parent.as_posix()
+        cfg = compose_config("fit", [f"{group}={path.stem}"])
+        assert cfg.hydra.runtime.choices[group] == path.stem
+        try:
+            checked = check_targets(cfg)
+        except InterpolationKeyError:  # e.g. preference=token_game reads policy.model_path: a task pairs them
+            tasks = tasks_selecting(group, path.stem)
+            if not tasks:
+                raise
+            cfg = compose_config("fit", [f"task={tasks[0]}", f"{group}={path.stem}"])
+            checked = check_targets(cfg)
+    if cfg.get("command") == "fit" or len(rel.parts) > 1:
+        assert {"algo", "policy", "trainer", "logger"} <= set(checked)
+        built = build_fit(cfg, tracking_uri)
+        assert isinstance(built["algo"], Algorithm)
+        if len(rel.parts) > 1 and rel.parts[0] in built:  # the option itself was built
+            assert built[rel.parts[0]] is not None
+
+
+def yaml_files_to_comment() -> list[Path]:
+    return conf_files() + sorted(SWEEPS.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", yaml_files_to_comment(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_config_key_is_commented(path: Path):
-    """Each hyperparameter says what it means (and the paper's default) on its own line."""
+    """Each hyperparameter says what it means (and the paper's default) on its own line. In sweeps/ every
+    key is, at any depth (the swept values under hydra.sweeper.params included)."""
+    in_sweeps = SWEEPS in path.parents
     for line in path.read_text().splitlines():
         stripped = line.strip()
-        if not stripped or stripped.startswith(("#", "-", "_target_", "defaults")) or line.startswith(" " * 4):
+        if not stripped or stripped.startswith(("#", "-", "_target_", "defaults")):
+            continue
+        if line.startswith(" " * 4) and not in_sweeps:
             continue
         if stripped.endswith(":"):  # a mapping header (trainer:), its keys are commented
             continue
         if path.name == "fit.yaml" and not line.startswith(("command", "seed", "  tau")):
             continue  # the hydra: block and group headers
-        assert "#" in line, f"{path.relative_to(CONF)}: no comment on {stripped!r}"
+        assert "#" in line, f"{path.relative_to(REPO)}: no comment on {stripped!r}"
