@@ -1,12 +1,17 @@
 """``python -m lit_nash compare``: algorithms side by side, from the runs in an MLflow store.
 
-The finished runs of one experiment (optionally narrowed by an MLflow search filter) are grouped by a tag,
-``algo`` by default; the runs of a group are its seeds (their ``seed`` tag). For each metric of
-``conf/compare.yaml`` the command writes
+The finished runs of one experiment (optionally narrowed by an MLflow search filter) are grouped by
+``group_by``: a run tag, ``algo`` by default, or a list of keys, each a tag (``algo`` or ``tags.algo``) or a
+logged config value (``params.algo.tau``: ``fit`` logs its whole config, flattened, as MLflow params). The
+runs of a group are its seeds (their ``seed`` tag). A group's label is its first key's value followed by
+``name=value`` for the others (``egpo tau=0.1 eta=1``; name = the key's last part); a key a run lacks is
+left out of its label, and a run that lacks every key is left out. Groups are sorted by their values,
+numbers as numbers. For each metric of ``conf/compare.yaml`` the command writes
 
 * a table, one row per group: the number of seeds and the metric's final value (the run's latest step) as
   mean ± std over seeds (std with ddof=1, 0 for a single seed); printed, and saved as ``table.md`` and
-  ``table.csv`` (numeric ``<metric>_mean`` / ``<metric>_std`` columns);
+  ``table.csv`` (a column per group key, the label too for several keys, and numeric ``<metric>_mean`` /
+  ``<metric>_std`` columns);
 * ``curve_<metric>.png``: the metric against the step, one line per group (the mean over seeds on the steps
   all its seeds logged) with a band from the lowest to the highest seed; a log y-axis for the metrics named
   in ``log_scale``, with values clipped at 1e-16 (a gap of 0 or -1e-17 is round-off at the equilibrium).
@@ -31,9 +36,54 @@ def main(cfg: DictConfig) -> None:
     compare(cfg)
 
 
+def group_keys(group_by) -> list[str]:
+    """``group_by`` as a list of keys: a single string is one key."""
+    keys = [group_by] if isinstance(group_by, str) else [str(k) for k in group_by]
+    if not keys or any(not k for k in keys):
+        raise SystemExit(f"lit_nash compare: group_by must name at least one tag or params.<key>; got {group_by!r}")
+    return keys
+
+
+def short_names(keys: list[str]) -> list[str]:
+    """Each key's name in labels and headers: its last dotted part (``params.algo.tau`` → ``tau``), or the
+    whole key without ``params.``/``tags.`` where two keys would share the last part."""
+    bare = [k.split(".", 1)[1] if k.startswith(("params.", "tags.")) else k for k in keys]
+    last = [b.rsplit(".", 1)[-1] for b in bare]
+    return [l if last.count(l) == 1 else b for b, l in zip(bare, last)]
+
+
+def header(keys: list[str]) -> str:
+    """The group column's title: the key itself for one key (``algo``), the short names for several."""
+    return keys[0] if len(keys) == 1 else ", ".join(short_names(keys))
+
+
+def run_value(run, key: str) -> str | None:
+    """A run's value of a group key: ``params.<name>`` a logged param, ``tags.<name>`` or ``<name>`` a tag."""
+    if key.startswith("params."):
+        return run.data.params.get(key[len("params."):])
+    return run.data.tags.get(key[len("tags."):] if key.startswith("tags.") else key)
+
+
+def label(values: tuple[str | None, ...], names: list[str]) -> str:
+    """``("egpo", "0.1", "1")`` → ``egpo tau=0.1 eta=1``: the first key bare, missing values left out."""
+    parts = [v if i == 0 else f"{n}={v}" for i, (v, n) in enumerate(zip(values, names)) if v is not None]
+    return " ".join(parts)
+
+
+def _natural(value: str | None):
+    """Sort key of one group value: missing first, then numbers by value, then text."""
+    if value is None:
+        return (0, 0.0, "")
+    try:
+        return (1, float(value), value)
+    except ValueError:
+        return (2, 0.0, value)
+
+
 def compare(cfg: DictConfig) -> dict[str, Path]:
     """Write the table and the plots; returns what was written, by name."""
-    groups = load_runs(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter, str(cfg.group_by), list(cfg.metrics))
+    keys = group_keys(cfg.group_by)
+    groups = load_runs(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter, keys, list(cfg.metrics))
     metrics = [m for m in cfg.metrics if any(m in run["history"] for runs in groups.values() for run in runs)]
     if not metrics:
         raise SystemExit(f"lit_nash compare: none of the runs logged any of metrics={list(cfg.metrics)}")
@@ -41,19 +91,23 @@ def compare(cfg: DictConfig) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
 
     rows = summarize(groups, metrics)
-    written = {"table.csv": write_csv(rows, metrics, str(cfg.group_by), out / "table.csv")}
-    markdown = to_markdown(rows, metrics, str(cfg.group_by))
+    written = {"table.csv": write_csv(rows, metrics, keys, out / "table.csv")}
+    markdown = to_markdown(rows, metrics, header(keys))
     (out / "table.md").write_text(markdown + "\n")
     written["table.md"] = out / "table.md"
     for metric in metrics:
         log = any(s in metric for s in (cfg.log_scale or []))
         path = out / f"curve_{metric.replace('/', '_')}.png"
-        plot_curves(groups, metric, str(cfg.group_by), log, path, title=f"{metric} ({cfg.experiment})")
+        plot_curves(groups, metric, header(keys), log, path, title=f"{metric} ({cfg.experiment})")
         written[path.name] = path
+    if cfg.eval_experiment:
+        heatmap = plot_latest_evaluation(str(cfg.tracking_uri), str(cfg.eval_experiment), str(cfg.experiment), out)
+        if heatmap is not None:
+            written[heatmap.name] = heatmap
 
     where = f"experiment {cfg.experiment!r}" + (f" with filter {cfg.filter!r}" if cfg.filter else "")
     total = sum(len(runs) for runs in groups.values())
-    print(f"lit_nash compare: {total} finished runs of {where}, grouped by {cfg.group_by}\n")
+    print(f"lit_nash compare: {total} finished runs of {where}, grouped by {', '.join(keys)}\n")
     print(markdown)
     print(f"\nwrote to {out}:")
     for name in written:
@@ -61,10 +115,13 @@ def compare(cfg: DictConfig) -> dict[str, Path]:
     return written
 
 
-def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, group_by: str,
+def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, group_by: str | list[str],
               metrics: list[str]) -> dict[str, list[dict]]:
-    """``{group: [{"seed": str, "history": {metric: [(step, value), ...] sorted by step}}, ...]}``, the
-    finished runs of ``experiment`` that match ``filter_string``, grouped by their ``group_by`` tag."""
+    """``{label: [{"seed": str, "values": (value per key), "history": {metric: [(step, value), ...] sorted by
+    step}}, ...]}``, the finished runs of ``experiment`` that match ``filter_string``, grouped by their values
+    of the ``group_by`` keys (see the module docstring), sorted by those values."""
+    keys = group_keys(group_by)
+    names = short_names(keys)
     from mlflow import MlflowClient
 
     if tracking_uri.startswith("sqlite:///"):
@@ -90,11 +147,11 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, gro
         raise SystemExit(f"lit_nash compare: no finished runs in experiment {experiment!r} of {tracking_uri}"
                          f" with filter={filter_string!r}; the experiments there are {existing}")
 
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple, list[dict]] = {}
     untagged = 0
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        name = run.data.tags.get(group_by)
-        if name is None:
+        values = tuple(run_value(run, key) for key in keys)
+        if all(v is None for v in values):
             untagged += 1
             continue
         history = {}
@@ -105,12 +162,17 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, gro
                 for p in sorted(points, key=lambda p: (p.step, p.timestamp)):
                     last[p.step] = p.value  # a step logged twice keeps its latest value
                 history[metric] = sorted(last.items())
-        groups.setdefault(name, []).append({"seed": run.data.tags.get("seed", "?"), "history": history})
+        groups.setdefault(values, []).append({"seed": run.data.tags.get("seed", "?"), "values": values, "history": history})
+    what = f"a {keys[0]!r} tag" if len(keys) == 1 and "." not in keys[0] else f"any of group_by={keys}"
     if untagged:
-        print(f"lit_nash compare: {untagged} run(s) without a {group_by!r} tag left out")
+        print(f"lit_nash compare: {untagged} run(s) without {what} left out")
     if not groups:
-        raise SystemExit(f"lit_nash compare: no run of experiment {experiment!r} has a tag {group_by!r}")
-    return dict(sorted(groups.items()))
+        raise SystemExit(f"lit_nash compare: no run of experiment {experiment!r} has {what} (a key is a tag "
+                         "name, tags.<name>, or params.<config key> such as params.algo.tau)")
+    labelled: dict[str, list[dict]] = {}
+    for values, group in sorted(groups.items(), key=lambda item: tuple(_natural(v) for v in item[0])):
+        labelled.setdefault(label(values, names), []).extend(group)
+    return labelled
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -122,7 +184,8 @@ def summarize(groups: dict[str, list[dict]], metrics: list[str]) -> list[dict]:
     """One row per group: its seeds, and per metric (mean, std, n) of the runs' final values."""
     rows = []
     for name, runs in groups.items():
-        row = {"group": name, "seeds": sorted({r["seed"] for r in runs}, key=_seed_order), "n": len(runs)}
+        row = {"group": name, "values": runs[0].get("values", (name,)),
+               "seeds": sorted({r["seed"] for r in runs}, key=_seed_order), "n": len(runs)}
         for metric in metrics:
             finals = [r["history"][metric][-1][1] for r in runs if metric in r["history"]]
             row[metric] = (*mean_std(finals), len(finals)) if finals else None
@@ -134,40 +197,65 @@ def _seed_order(seed: str):
     return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
 
 
-def write_csv(rows: list[dict], metrics: list[str], group_by: str, path: Path) -> Path:
+def write_csv(rows: list[dict], metrics: list[str], keys: list[str], path: Path) -> Path:
+    """One row per group: its label (for several keys), each key's value (empty where missing), the seeds
+    and per metric ``_mean``, ``_std``, ``_n``."""
+    several = len(keys) > 1
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([group_by, "n_seeds", "seeds", *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "n"))])
+        writer.writerow([*(["group"] if several else []), *keys, "n_seeds", "seeds",
+                         *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "n"))])
         for row in rows:
             cells = []
             for metric in metrics:
                 cells += list(row[metric]) if row[metric] is not None else ["", "", 0]
-            writer.writerow([row["group"], row["n"], " ".join(row["seeds"]), *cells])
+            values = ["" if v is None else v for v in row["values"]]
+            writer.writerow([*([row["group"]] if several else []), *values, row["n"], " ".join(row["seeds"]), *cells])
     return path
 
 
-def to_markdown(rows: list[dict], metrics: list[str], group_by: str) -> str:
+def to_markdown(rows: list[dict], metrics: list[str], title: str) -> str:
     def cell(value, n_runs):
         if value is None:
             return "—"
         mean, std, n = value
         return f"{mean:.4g} ± {std:.2g}" + (f" (n={n})" if n != n_runs else "")
 
-    lines = [f"| {group_by} | seeds | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
+    lines = [f"| {title} | seeds | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
     for row in rows:
         lines.append(f"| {row['group']} | {row['n']} | " + " | ".join(cell(row[m], row["n"]) for m in metrics) + " |")
     return "\n".join(lines)
 
 
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def line_styles(groups: dict[str, list[dict]], n_colors: int) -> list[tuple[int, int]]:
+    """(colour index, line-style index) per group. With several group keys and at most 4 values of the first
+    (the algorithm, say), the first key picks the line style and the others the colour, so that equal
+    settings share a colour across algorithms; otherwise colours in turn, a new style every n_colors groups."""
+    values = [runs[0].get("values", (name,)) for name, runs in groups.items()]
+    firsts = list(dict.fromkeys(v[0] for v in values))
+    rests = list(dict.fromkeys(tuple(x for x in v[1:] if x is not None) for v in values))
+    if values and len(values[0]) > 1 and len(firsts) <= len(LINE_STYLES) and 1 < len(rests) <= n_colors:
+        return [(rests.index(tuple(x for x in v[1:] if x is not None)), firsts.index(v[0])) for v in values]
+    return [(i % n_colors, (i // n_colors) % len(LINE_STYLES)) for i in range(len(values))]
+
+
 def plot_curves(groups: dict[str, list[dict]], metric: str, group_by: str, log: bool, path: Path, title: str) -> None:
+    """One line per group, a min..max band over its seeds (colours and line styles: ``line_styles``); past 6
+    groups the legend goes to the right of the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, runs in groups.items():
+    many = len(groups) > 6
+    fig, ax = plt.subplots(figsize=(10, 5) if many else (7, 4.5), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    looks = line_styles(groups, len(colors))
+    for (name, runs), (color_index, style_index) in zip(groups.items(), looks):
         histories = [dict(r["history"][metric]) for r in runs if metric in r["history"]]
         if not histories:
             continue
@@ -178,9 +266,10 @@ def plot_curves(groups: dict[str, list[dict]], metric: str, group_by: str, log: 
         if log:
             values = np.clip(values, LOG_FLOOR, None)
         mean = values.mean(axis=0)
-        (line,) = ax.plot(steps, mean, label=f"{name} (n={len(histories)})")
+        color, style = colors[color_index], LINE_STYLES[style_index]
+        ax.plot(steps, mean, color=color, linestyle=style, label=f"{name} (n={len(histories)})")
         if len(histories) > 1:
-            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, linewidth=0)
     if log:
         ax.set_yscale("log")
     ax.set_title(title)
@@ -188,7 +277,40 @@ def plot_curves(groups: dict[str, list[dict]], metric: str, group_by: str, log: 
     ax.set_ylabel(metric + (" (log scale)" if log else ""))
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(title=f"{group_by}: mean over seeds, band min..max", fontsize="small")
+        legend_title = f"{group_by}: mean over seeds, band min..max"
+        if many:
+            ax.legend(title=legend_title, fontsize="x-small", title_fontsize="small", loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        else:
+            ax.legend(title=legend_title, fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_latest_evaluation(tracking_uri: str, eval_experiment: str, experiment: str, out: Path) -> Path | None:
+    """``win_rate_matrix.png``: the heatmap of the latest finished ``eval`` of this experiment's runs (an eval
+    run tagged ``source_experiment``), redrawn from its ``win_rate_matrix.json``; None if there is none."""
+    import json
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from lit_nash.eval import plot_win_rates
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(eval_experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.source_experiment = '{experiment}'",
+                              order_by=["attributes.start_time DESC"], max_results=5)
+    runs = [r for r in runs if r.info.status == "FINISHED"]
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(client.download_artifacts(runs[0].info.run_id, "win_rate_matrix.json", tmp)) as f:
+            r = json.load(f)
+    path = out / "win_rate_matrix.png"
+    plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], path,
+                   f"eval run {runs[0].info.run_id[:8]}: {r['prompts']} prompts × {r['samples']} samples, ± the 95% half-width")
+    return path

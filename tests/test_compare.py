@@ -86,3 +86,37 @@ def test_compare_without_a_store_exits_nonzero_and_creates_none(tmp_path):
     assert out.returncode != 0
     assert "no MLflow store" in out.stderr and str(tmp_path / "mlruns.db") in out.stderr
     assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_compare_groups_by_a_list_of_tags_and_logged_params(store):
+    """group_by=[algo,params.algo.tau,params.algo.eta]: one row per combination of the run's algo tag and its
+    logged config values (fit logs the flattened config as MLflow params), labelled `egpo tau=0.1 eta=2`,
+    sorted by value with numbers as numbers (eta 2 before 10); the CSV has a column per key."""
+    out = run_cli("fit", "-m", "algo=egpo,nash_mp", "algo.eta=10,2", "trainer.max_steps=20", "logger.experiment_name=grid",
+                  "trainer.enable_progress_bar=false", cwd=store)  # its own experiment in the module's store
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    cmp = store / "cmp_grid"
+    out = run_cli("compare", "experiment=grid", "group_by=[algo,params.algo.tau,params.algo.eta]", "metrics=[game/duality_gap]",
+                  f"out={cmp}", cwd=store)
+    assert out.returncode == 0, out.stderr[-3000:]
+    labels = ["egpo tau=0.1 eta=2", "egpo tau=0.1 eta=10", "nash_mp tau=0.1 eta=2", "nash_mp tau=0.1 eta=10"]
+    with open(cmp / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["group"] for r in rows] == labels
+    assert [(r["algo"], r["params.algo.tau"], r["params.algo.eta"]) for r in rows] == [
+        ("egpo", "0.1", "2"), ("egpo", "0.1", "10"), ("nash_mp", "0.1", "2"), ("nash_mp", "0.1", "10")]
+    assert all(r["n_seeds"] == "1" and r["seeds"] == "0" for r in rows)
+    markdown = (cmp / "table.md").read_text()
+    assert markdown.startswith("| algo, tau, eta | seeds | game/duality_gap |")
+    assert [line.split(" | ")[0].lstrip("| ") for line in markdown.splitlines()[2:]] == labels
+    assert "grouped by algo, params.algo.tau, params.algo.eta" in out.stdout
+
+    # a key some runs lack is left out of their labels (nash_mp has no magnet_every); a run lacking every key is left out
+    from lit_nash.compare import load_runs
+
+    uri = f"sqlite:///{store}/mlruns.db"
+    groups = load_runs(uri, "lit_nash", None, ["algo", "params.algo.magnet_every"], ["game/duality_gap"])
+    assert list(groups) == ["egpo", "mpo magnet_every=100"] and all(len(runs) == 2 for runs in groups.values())
+    with pytest.raises(SystemExit, match=r"params\.algo\.nothing.*params\.<config key>"):
+        load_runs(uri, "grid", None, ["params.algo.nothing"], ["game/duality_gap"])
