@@ -22,6 +22,7 @@ COMMANDS = {
         "lit_nash.eval",
         "win rates of trained policies vs their references and each other, exact gaps on games (conf/eval.yaml)",
     ),
+    "bench": ("lit_nash.bench", "time online steps of an algorithm on the shared spec; one JSON line (conf/bench.yaml)"),
     "compare": ("lit_nash.compare", "table and plots of MLflow runs: final metrics per algorithm over seeds (conf/compare.yaml)"),
 }
 
