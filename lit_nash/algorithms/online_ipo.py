@@ -9,6 +9,8 @@ Practical loss (τ = β), with h = ℓ_θ − ℓ_ref:
 * variant 2: y, y' ~ π_t; (Δh − [P(y≻y') − ½]/β)².
 """
 
+import torch
+
 from lit_nash.algorithms.base import Algorithm
 from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
@@ -41,7 +43,9 @@ class OnlineIPO(Algorithm):
         if self.variant == 1:
             pair = policy.sample(prompt, 2 * k, temperature=self.proposal_temperature, top_k=self.proposal_top_k)
             third = policy.sample(prompt, k, source=self.opponent, mixture_coef=mixture_coef)
-            target = label(policy.preference, prompt, pair[:, :k], third) - label(policy.preference, prompt, pair[:, k:], third)
+            # y and y' both meet y'' in one preference call: a reward model scores each distinct response once
+            p = label(policy.preference, prompt, pair, torch.cat([third, third], dim=1))
+            target = p[:, :k] - p[:, k:]
         else:
             pair = policy.sample(prompt, 2 * k)
             target = label(policy.preference, prompt, pair[:, :k], pair[:, k:]) - 0.5

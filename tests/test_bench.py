@@ -1,0 +1,58 @@
+"""``python -m lit_nash bench`` runs through the real CLI on a tiny config and prints one JSON line with
+every field (no timing assertions: figures are measured with the command, docs/performance.md)."""
+
+import json
+
+import pytest
+
+from tests.cli import run_cli
+
+TINY = ["bench.spec.n_layer=1", "bench.spec.n_embd=32", "bench.spec.n_head=2", "bench.spec.prompts=16",
+        "bench.spec.prompt_words=4", "bench.spec.vocab_words=60", "policy.max_new_tokens=4",
+        "rollout.prompts_per_step=2", "trainer.max_steps=4", "bench.warmup=1", "bench.threads=1",
+        "bench.dynamics.games=20", "bench.dynamics.steps=10", "bench.dynamics.algos=[mpo,egpo]"]
+
+
+@pytest.mark.parametrize("algo", ["online_ipo", "nash_md"])
+def test_bench_prints_one_json_line_with_every_field(tmp_path, algo):
+    done = run_cli("bench", f"algo={algo}", *TINY, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["algo"] == algo and result["steps"] == 4 and result["measured_steps"] == 3
+    split = result["split_s"]
+    assert set(split) == {"generate", "preference", "logprobs", "update", "other"}
+    assert split["generate"] > 0 and split["preference"] > 0 and split["update"] > 0
+    assert result["median_step_s"] >= split["generate"]
+    assert result["prompts_per_s"] > 0 and result["generated_tokens_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert result["versions"]["torch"].startswith("2.") and result["memory"] == "max_rss"
+    assert result["config"] == {"prompts_per_step": 2, "max_new_tokens": 4, "k": result["config"]["k"],
+                                "dtype": "float32", "lr": 1e-05, "lora": False}
+    dyn = result["dynamics"]
+    assert (dyn["games"], dyn["actions"], dyn["steps"]) == (20, 10, 10) and set(dyn["seconds"]) == {"mpo", "egpo"}
+
+
+def test_online_ipo_one_preference_call_equals_the_two_call_path(tmp_path):
+    """The optimization: y and y' meet y'' in one preference call (a reward model scores y'' once, not twice).
+    The target must equal the straightforward path's, P(y ≻ y'') − P(y' ≻ y''), from two calls."""
+    import torch
+
+    from lit_nash.algorithms import OnlineIPO
+    from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
+    from lit_nash.policy import CausalLMPolicy
+    from lit_nash.preference import BradleyTerryReward
+    from lit_nash.rollout import label
+
+    words = "a b c d e f g h".split()
+    reward = BradleyTerryReward(str(tiny_sequence_classifier(tmp_path / "r", words, num_labels=1, seed=1)), batch_size=5)
+    algo = OnlineIPO(k=2)
+    policy = CausalLMPolicy(str(tiny_causal_lm(tmp_path / "p", words, seed=2)), prompts=["a b", "c", "d e f"],
+                            max_new_tokens=4, algorithm=algo, preference=reward)
+    prompt = torch.arange(3)
+    torch.manual_seed(0)
+    batch = algo.rollout(policy, prompt)
+    torch.manual_seed(0)  # the same samples, drawn in the same order
+    pair = policy.sample(prompt, 4, temperature=algo.proposal_temperature, top_k=algo.proposal_top_k)
+    third = policy.sample(prompt, 2)
+    assert torch.equal(pair, batch["pair"])
+    two_calls = label(reward, prompt, pair[:, :2], third) - label(reward, prompt, pair[:, 2:], third)
+    torch.testing.assert_close(batch["target"] * algo.tau, two_calls, atol=1e-6, rtol=0)
