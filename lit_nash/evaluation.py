@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_nash.rollout import label
+from lit_nash.rollout import check_probabilities, label
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 SNAPSHOT = "eval_prev"  # the policy as of the previous evaluation (win_rate_vs_snapshot's opponent)
@@ -86,15 +86,6 @@ def play_match(preference, prompt: Tensor, a, b, n: int, a_source: str = "policy
     else:
         p = label(preference, prompt.to(ra.device), ra, rb.to(ra.device))
     return Match(ra, rb, p.detach().cpu())
-
-
-def check_probabilities(p: Tensor, prompt: Tensor) -> Tensor:
-    bad = ~torch.isfinite(p) | (p < 0) | (p > 1)
-    if bad.any():
-        n, m = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"preference model returned {p[n, m].item()} for prompt {int(prompt[n])}, pair {m}: "
-                         "probabilities must be finite and in [0, 1]")
-    return p
 
 
 def completion_rows(step: int, opponent: str, match: Match, a, b, prompt: Tensor, rows: int) -> list[dict]:

@@ -19,14 +19,17 @@ PAIR_SELECTIONS = ("best_worst", "top2", "tournament")
 
 def label(preference, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """P(a ≻ b | prompt) for responses a, b of shape (N, m, ...) → (N, m), validated."""
-    p = preference.prob(prompt, a, b)
+    return check_probabilities(preference.prob(prompt, a, b), prompt, a, b)
+
+
+def check_probabilities(p: Tensor, prompt: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> Tensor:
+    """``p`` (N, m) itself, if every entry is finite and in [0, 1]; else an error naming the first bad pair."""
     bad = ~torch.isfinite(p) | (p < 0) | (p > 1)
     if bad.any():
         n, m = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(
-            f"preference model returned {p[n, m].item()} for prompt {int(prompt[n])}, pair {m} "
-            f"(responses {a[n, m].tolist()} vs {b[n, m].tolist()}): probabilities must be finite and in [0, 1]"
-        )
+        pair = f" (responses {a[n, m].tolist()} vs {b[n, m].tolist()})" if a is not None and b is not None else ""
+        raise ValueError(f"preference model returned {p[n, m].item()} for prompt {int(prompt[n])}, pair {m}{pair}: "
+                         "probabilities must be finite and in [0, 1]")
     return p
 
 
