@@ -5,7 +5,7 @@ shared CPU spec of ``conf/task/bench.yaml``), the same parts, the same Trainer l
 checkpoints. What a benchmark adds is measurement:
 
 * the wall time of every step, and its median over the steps after ``bench.warmup``;
-* the split of a step into generation (``policy.sample``), preference calls (``preference.prob``),
+* the split of a step into generation (``policy.sample_groups``, which ``sample`` calls), preference calls (``preference.prob``),
   no-grad log-prob passes (``policy.response_log_probs`` outside the update) and the update
   (``policy.optimize``: the loss forward with grad, backward and the optimizer step), each as a median
   over the same steps; what is left is ``other`` (labels bookkeeping, pair selection, the schedule);
@@ -127,7 +127,7 @@ class StepTimer(L.Callback):
         self._open: dict[str, float] | None = None
         self._stack: list[str] = []
         self._cuda = False
-        policy.sample = self._timed(policy.sample, "generate", count_tokens=policy)
+        policy.sample_groups = self._timed(policy.sample_groups, "generate", count_tokens=policy)
         policy.response_log_probs = self._timed(policy.response_log_probs, "logprobs")
         policy.optimize = self._timed(policy.optimize, "update")
         if preference is not None and hasattr(preference, "prob"):
@@ -159,8 +159,8 @@ class StepTimer(L.Callback):
                 return fn(*args, **kwargs)
             with self._time(part):
                 out = fn(*args, **kwargs)
-            if count_tokens is not None:
-                responses = out[0] if isinstance(out, tuple) else out
+            for group in out if count_tokens is not None else ():
+                responses = group[0] if isinstance(group, tuple) else group
                 if responses.dim() == 3:  # an LM's token ids (N, k, T): count up to and including EOS
                     self._open["tokens"] += float(count_tokens.response_mask(responses).sum())
             return out

@@ -60,16 +60,19 @@ class _Prompts(IterableDataset):
 class GameDataModule(L.LightningDataModule):
     def __init__(self, num_prompts: int, prompts_per_step: int | None = None, epochs_per_round: int = 1, seed: int = 0):
         super().__init__()
-        if prompts_per_step is not None and prompts_per_step < 1:
-            raise ValueError(f"rollout.prompts_per_step must be >= 1 or null, got {prompts_per_step}")
-        if int(epochs_per_round) != epochs_per_round or epochs_per_round < 1:
+        if prompts_per_step is not None and (not _is_int(prompts_per_step) or prompts_per_step < 1):
+            raise ValueError(f"rollout.prompts_per_step must be an integer >= 1 or null (all prompts), got {prompts_per_step}")
+        if not _is_int(epochs_per_round) or epochs_per_round < 1:
             raise ValueError(f"rollout.epochs_per_round must be an integer >= 1, got {epochs_per_round}")
-        self.num_prompts, self.prompts_per_step, self.seed = num_prompts, prompts_per_step, seed
+        self.num_prompts, self.seed = num_prompts, seed
+        self.prompts_per_step = None if prompts_per_step is None else int(prompts_per_step)
         self.epochs_per_round = int(epochs_per_round)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.completed if trainer else 0
+        # batches already trained: `processed` counts a batch once its training step ran, so it is exact both for
+        # a checkpoint written at the end of fit and for one written in on_train_batch_end (before `completed` moves)
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed if trainer else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         # its own generator: a DataLoader iterator otherwise draws its base seed from torch's global RNG,
         # and a resumed run creates one more iterator than an uninterrupted one
@@ -101,8 +104,11 @@ def load_prompts(path: str, column: str = "prompt", split: str = "train", subset
     """
     from lit_nash.tables import load_table
 
-    if max_prompts is not None and max_prompts < 1:
-        raise ValueError(f"data.max_prompts must be >= 1 or null, got {max_prompts}")
+    if max_prompts is not None and (not _is_int(max_prompts) or max_prompts < 1):
+        raise ValueError(f"data.max_prompts must be >= 1 (an integer) or null (all rows), got {max_prompts}")
+    if not isinstance(column, str) or not column:
+        raise ValueError(f"data.column must be a column name, got {column!r}")
+    max_prompts = None if max_prompts is None else int(max_prompts)
     table, where = load_table(path, split=split, subset=subset), f"data.path={path!r}"
     if column not in table.column_names:
         raise ValueError(f"{where}: no column {column!r}; columns are {table.column_names} (set data.column)")
@@ -110,7 +116,14 @@ def load_prompts(path: str, column: str = "prompt", split: str = "train", subset
     return [_prompt(row, i, where, column) for i, row in enumerate(rows)]
 
 
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and int(value) == value
+
+
 def _prompt(row: Any, i: int, where: str, column: str) -> Prompt:
+    if row is None:
+        raise ValueError(f"{where}: row {i} has no {column!r} field; give every row a prompt (or set data.column "
+                         "to the column that holds them)")
     if isinstance(row, str):
         if not row.strip():
             raise ValueError(f"{where}: row {i} of column {column!r} is an empty prompt")

@@ -8,6 +8,7 @@ back exactly as it would load any pretrained model directory.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -129,3 +130,55 @@ def _save(model, tokenizer, directory: str | Path) -> Path:
     model.save_pretrained(directory)  # safetensors
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# -- checks shared by the policy and the text preference models (fail before training, fix in the message) --
+def check_model_dir(path: str | Path, key: str) -> None:
+    """A local model path (one that exists, is absolute, or starts with '.') must be a readable saved-model
+    directory; anything else is taken for a hub name, which ``from_pretrained`` reports itself."""
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        if p.is_absolute() or str(path).startswith("."):
+            raise FileNotFoundError(f"{key}={str(path)!r} does not exist; give a model directory saved with "
+                                    "save_pretrained, or a hub name")
+        return
+    if not p.is_dir():
+        raise ValueError(f"{key}={str(path)!r} is a file; give the model's directory (the one holding config.json)")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise PermissionError(f"{key}={str(path)!r} is not readable; fix its permissions (chmod -R u+rX)")
+    if not (p / "config.json").is_file() and not (p / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"{key}={str(path)!r} holds no config.json: not a saved model directory "
+                                "(save the model there with save_pretrained)")
+
+
+def resolve_pad_token(tokenizer, pad_token: str | None, key: str, where: str) -> int:
+    """The id of the padding token: ``pad_token`` if set (it must be a token of the tokenizer, and becomes the
+    tokenizer's pad token), else the tokenizer's own; a tokenizer without one fails, naming the key to set."""
+    if pad_token is not None:
+        pad_token = str(pad_token)
+        ids = tokenizer.convert_tokens_to_ids([pad_token])
+        unk = tokenizer.unk_token_id
+        if not ids or ids[0] is None or (ids[0] == unk and pad_token != tokenizer.unk_token):
+            eos = f" (its EOS token is {tokenizer.eos_token!r})" if tokenizer.eos_token is not None else ""
+            raise ValueError(f"{key}={pad_token!r} is not a token of the tokenizer in {where!r}{eos}; "
+                             "set it to a token of that vocabulary")
+        tokenizer.pad_token = pad_token
+        return int(ids[0])
+    if tokenizer.pad_token_id is None:
+        fix = f"{key}=<token>"
+        if tokenizer.eos_token is not None:
+            fix += f", e.g. {key}={tokenizer.eos_token!r} (its EOS token)"
+        raise ValueError(f"the tokenizer in {where!r} has no pad token; set {fix}")
+    return int(tokenizer.pad_token_id)
+
+
+def check_vocab_fits(tokenizer, model, key: str, where: str, model_where: str) -> None:
+    """Every id the tokenizer can emit must index a row of the model's input embedding."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise ValueError(
+            f"{key}: the tokenizer in {where!r} has {len(tokenizer)} tokens but the model in {model_where!r} has "
+            f"{rows} embedding rows, so ids >= {rows} index past them; use the tokenizer the model was trained "
+            "with (its own directory)"
+        )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lit_nash.guards import NumericalError
+
 PAIR_SELECTIONS = ("best_worst", "top2", "tournament")
 
 
@@ -28,7 +30,7 @@ def check_probabilities(p: Tensor, prompt: Tensor, a: Tensor | None = None, b: T
     if bad.any():
         n, m = (int(i) for i in bad.nonzero()[0])
         pair = f" (responses {a[n, m].tolist()} vs {b[n, m].tolist()})" if a is not None and b is not None else ""
-        raise ValueError(f"preference model returned {p[n, m].item()} for prompt {int(prompt[n])}, pair {m}{pair}: "
+        raise NumericalError(f"preference model returned {p[n, m].item()} for prompt {int(prompt[n])}, pair {m}{pair}: "
                          "probabilities must be finite and in [0, 1]")
     return p
 
@@ -93,8 +95,7 @@ def play_against(policy, prompt: Tensor, k: int, opponent: str, anchors: list[st
                  mixture_coef: float = 0.0) -> dict[str, Tensor]:
     """k responses from the policy against k from ``opponent`` (a source: "policy", a snapshot, "mixture"),
     labeled pairwise, with the log-probs of the responses under each anchor computed once without grad."""
-    responses = policy.sample(prompt, k)
-    opponents = policy.sample(prompt, k, source=opponent, mixture_coef=mixture_coef)
+    responses, opponents = policy.sample_groups(prompt, [dict(k=k), dict(k=k, source=opponent, mixture_coef=mixture_coef)])
     batch = {"prompt": prompt, "responses": responses, "p": label(policy.preference, prompt, responses, opponents)}
     for anchor in anchors:
         batch[anchor] = policy.response_log_probs(prompt, responses, source=anchor, reduction=reduction)

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 
 CONFIG_KEY = "lit_nash_config"  # the checkpoint entry that holds the run's resolved config
+RUN_KEY = "lit_nash_run"  # and the one that names its MLflow run (run_id, tracking_uri), so a resume continues it
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -31,18 +32,24 @@ def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[s
 
 
 class RunRecord(L.Callback):
-    """Makes a run reloadable by ``python -m lit_nash eval``: every checkpoint carries the run's resolved
-    config (plain values, so ``torch.load(weights_only=True)`` still reads it), and the MLflow run gets the
-    tag ``checkpoint`` with the final checkpoint's path."""
+    """Makes a run reloadable and resumable: every checkpoint carries the run's resolved config and its MLflow
+    run (plain values, so ``torch.load(weights_only=True)`` still reads them), and the MLflow run gets the
+    tag ``checkpoint`` with its checkpoint's path as soon as it starts (``resume=<run id>`` finds it even
+    after a SIGKILL)."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], checkpoint_path: str | None = None):
         self.config = config
+        self.checkpoint_path = checkpoint_path
+        self.run: dict[str, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = trainer.logger
+        run_id = getattr(logger, "run_id", None) if trainer.is_global_zero else None
+        if run_id:
+            self.run = {"run_id": run_id, "tracking_uri": getattr(logger, "_tracking_uri", None)}
+            if self.checkpoint_path:
+                logger.experiment.set_tag(run_id, "checkpoint", self.checkpoint_path)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
-
-    def tag_checkpoint(self, trainer: L.Trainer) -> None:
-        saver, logger = trainer.checkpoint_callback, trainer.logger
-        path = (saver.best_model_path or saver.last_model_path) if saver is not None else ""
-        if path and trainer.is_global_zero and getattr(logger, "run_id", None):
-            logger.experiment.set_tag(logger.run_id, "checkpoint", str(path))
+        checkpoint[RUN_KEY] = self.run

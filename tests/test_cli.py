@@ -61,21 +61,10 @@ def test_unknown_choice_names_the_valid_choices(tmp_path, group, choices):
 
 
 @pytest.mark.parametrize(
-    "overrides,message",
+    "overrides,message",  # the table of bad inputs is tests/test_bad_inputs.py; these two are not in it
     [
-        (["algo.etaa=1"], "Key 'etaa' is not in struct"),
-        (["algo.eta=-1"], "algo=mpo: eta must be > 0, got -1"),
-        (["algo.magnet_every=0.5"], "magnet_every must be an integer >= 1"),
         (["algo=comal", "algo.inner=sgd"], "inner must be one of ['omd', 'prox']"),
-        (["algo=mnpo", "algo.history_weights=[0.2,0.2]"], "history_weights must be non-negative and sum to 1"),
-        (["game=matrix", "game.P=[[0.5,0.9],[0.7,0.5]]"], "P + Pᵀ = 1"),
-        (["game=matrix", "game.P=[[0.5,1.5],[-0.5,0.5]]"], "entries must lie in [0, 1], got 1.5 at [0, 1]"),
         (["game=matrix", "game.P=[[0.5,0.5,0.5],[0.5,0.5,0.5]]"], "must be square, got shape (2, 3)"),
-        (["game=weighted_rps", "game.weights=[1,2,1]"], "weights"),
-        (["policy.reference=normal"], "policy.reference must be one of ['uniform', 'gaussian']"),
-        (["preference=judge", "preference.path=/nowhere"], "LLMJudge: preference.path '/nowhere' does not exist"),
-        (["~game"], "a run takes its prompts from a game (game=<name> with data=game) or from a dataset"),
-        (["task=text", "data.path=/nowhere/prompts.jsonl"], "data.path='/nowhere/prompts.jsonl': no such file"),
     ],
 )
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, overrides, message):

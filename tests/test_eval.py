@@ -83,7 +83,11 @@ def test_periodic_evaluation_during_training_is_logged(token_runs, tmp_path):
         for name in ("eval/win_rate_vs_ref", "eval/win_rate_vs_snapshot"):
             history = client.get_metric_history(run.info.run_id, name)
             assert [m.step for m in history] == [19, 39] and all(0 <= m.value <= 1 for m in history)
-            assert 0 < run.data.metrics[f"{name}/ci95"] < 1
+            # an interval of 0 means every pair tied: EGPO's policy is still ~96% invalid after 40 steps (its
+            # measured game/invalid_mass), and two invalid responses tie; SPPO's (42% invalid) cannot all tie
+            assert 0 <= run.data.metrics[f"{name}/ci95"] < 1
+            if run.data.tags["algo"] == "sppo":
+                assert run.data.metrics[f"{name}/ci95"] > 0
         with open(client.download_artifacts(run.info.run_id, "completions.json", str(tmp_path))) as f:
             table = json.load(f)
         assert len(table["data"]) == 2 * 2 * 8  # 2 evaluations × 2 opponents × table_rows

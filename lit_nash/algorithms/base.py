@@ -105,15 +105,39 @@ class Algorithm(L.Callback):
 
 
 def _check_positive(key: str, value: float, algo: str) -> None:
-    if not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"algo={algo}: {key} must be > 0, got {value}")
+
+
+REDUCTIONS = ("sum", "mean")
+
+
+def check_count(key: str, value: int, algo: str, minimum: int, what: str) -> int:
+    """An integer count such as k (what it counts differs per algorithm: ``what`` says it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+        raise ValueError(f"algo={algo}: {key} must be an integer >= {minimum} ({what}), got {value}")
+    return int(value)
+
+
+def check_choice(key: str, value, choices, algo: str):
+    if value not in choices:
+        raise ValueError(f"algo={algo}: {key} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_sampling(algo: str, temperature: float, top_k: int, prefix: str = "proposal_") -> None:
+    """A proposal's sampling settings: temperature > 0, top_k an integer >= 0 (0 = off)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"algo={algo}: {prefix}temperature must be > 0, got {temperature}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"algo={algo}: {prefix}top_k must be an integer >= 0 (0 = off), got {top_k}")
 
 
 def check_period(key: str, value: int | None, algo: str) -> int | None:
     """Reset periods are counted in steps: None/0 means never, otherwise an integer ≥ 1."""
     if value in (None, 0):
         return None
-    if int(value) != value or value < 1:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
         raise ValueError(f"algo={algo}: {key} must be an integer >= 1 (or null for never), got {value}")
     return int(value)
 

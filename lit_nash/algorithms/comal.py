@@ -25,7 +25,7 @@ class COMAL(Algorithm):
             raise ValueError(f"algo={self.name}: inner must be one of {sorted(INNER)}, got {inner!r}")
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: eta*tau must be <= 1, got {self.eta * self.tau}")
-        check_pair_settings(self.name, k, pairs, target)
+        k = check_pair_settings(self.name, k, pairs, target, logprob_reduction)
         self.reset_every = check_period("reset_every", reset_every, self.name)
         self.inner = inner
         self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction

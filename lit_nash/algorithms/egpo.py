@@ -10,7 +10,8 @@ bit for bit, and step on those samples. One iteration is two optimizer steps, as
 
 from functools import partial
 
-from lit_nash.algorithms.base import Algorithm, restore_training_state, training_state
+from lit_nash.algorithms.base import (REDUCTIONS, Algorithm, check_choice, check_count, check_sampling,
+                                     restore_training_state, training_state)
 from lit_nash.algorithms.online_ipo import OnlineIPO
 from lit_nash.games import dynamics as D
 
@@ -21,6 +22,9 @@ class EGPO(Algorithm):
     def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 1, proposal_temperature: float = 2.0,
                  proposal_top_k: int = 10, logprob_reduction: str = "mean"):
         super().__init__(eta, tau)
+        k = check_count("k", k, self.name, 1, "(y, y') pairs per prompt per half step")
+        check_sampling(self.name, proposal_temperature, proposal_top_k)
+        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
         self.k = k
         self.proposal_temperature = proposal_temperature
         self.proposal_top_k = proposal_top_k

@@ -11,7 +11,7 @@ iterate (tests/algorithms/test_losses.py). MNPO and COMAL reuse ``pair_rollout``
 
 import torch
 
-from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count
 from lit_nash.algorithms.losses import anchored_log_ratio, first_forward, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import PAIR_SELECTIONS, gather, label_all_pairs, select_pairs
@@ -27,7 +27,7 @@ class INPO(Algorithm):
         super().__init__(eta, tau)
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: eta*tau = τ_p/η_p must be <= 1, got {self.eta * self.tau}")
-        check_pair_settings(self.name, k, pairs, target)
+        k = check_pair_settings(self.name, k, pairs, target, logprob_reduction)
         self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction
 
     def exact_step(self, policy, win_rates):
@@ -42,15 +42,17 @@ class INPO(Algorithm):
         return pair_loss(policy, batch, self, [(r, "ref"), (1 - r, "prev")])
 
 
-def check_pair_settings(algo: str, k: int, pairs: str, target: str) -> None:
-    if k < 2:
-        raise ValueError(f"algo={algo}: k must be >= 2 samples per prompt, got {k}")
+def check_pair_settings(algo: str, k: int, pairs: str, target: str, logprob_reduction: str = "sum") -> int:
+    """k (samples per prompt, all pairs labeled: at least 2), the pair selection, the target; returns k."""
+    k = check_count("k", k, algo, 2, "samples per prompt, all pairs labeled")
     if pairs not in ("all", *PAIR_SELECTIONS):
         raise ValueError(f"algo={algo}: pairs must be one of {['all', *PAIR_SELECTIONS]}, got {pairs!r}")
     if pairs == "all" and target != "soft":
         raise ValueError(f"algo={algo}: pairs=all needs target=soft (every pair carries its own label)")
     if target not in TARGETS:
         raise ValueError(f"algo={algo}: target must be one of {list(TARGETS)}, got {target!r}")
+    check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, algo)
+    return k
 
 
 def pair_rollout(policy, prompt, algo, anchors):

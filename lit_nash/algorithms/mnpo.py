@@ -21,12 +21,15 @@ class MNPO(Algorithm):
     def __init__(self, eta: float = 1.0, tau: float = 0.1, history_weights=(0.5, 0.5), k: int = 5,
                  pairs: str = "best_worst", target: str = "constant", logprob_reduction: str = "mean"):
         super().__init__(eta, tau)
-        w = [float(x) for x in history_weights]
-        if not w or min(w) < 0 or abs(sum(w) - 1) > 1e-6:
+        try:
+            w = [float(x) for x in history_weights]
+        except (TypeError, ValueError):
+            raise ValueError(f"algo={self.name}: history_weights must be a list of numbers, got {history_weights!r}") from None
+        if not w or min(w) < 0 or abs(sum(w) - 1) > 1e-6 or any(x != x for x in w):
             raise ValueError(f"algo={self.name}: history_weights must be non-negative and sum to 1, got {w}")
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: r = eta*tau must be <= 1, got {self.eta * self.tau}")
-        check_pair_settings(self.name, k, pairs, target)
+        k = check_pair_settings(self.name, k, pairs, target, logprob_reduction)
         self.history_weights = w
         self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction
 

@@ -14,7 +14,7 @@ With one reward per sequence, MPO-RT's folded reward gives the same gradient as 
 only with per-token rewards (token-level credit, as in Safe-RLHF's PPO), which lit_nash does not implement.
 """
 
-from lit_nash.algorithms.base import Algorithm, check_period
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count, check_period
 from lit_nash.algorithms.losses import first_forward, policy_gradient
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import play_against
@@ -30,6 +30,8 @@ class MPO(Algorithm):
         if variant not in ("mpo", "rt"):
             raise ValueError(f"algo={self.name}: variant must be 'mpo' or 'rt', got {variant!r}")
         self.magnet_every = check_period("magnet_every", magnet_every, self.name)
+        k = check_count("k", k, self.name, 1, "policy samples per prompt")
+        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
         self.k, self.variant, self.logprob_reduction = k, variant, logprob_reduction
 
     def prepare(self, policy):

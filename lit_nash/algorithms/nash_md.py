@@ -9,7 +9,7 @@ both with a KV cache):
 * ``loss: ipo``: the online-IPO variant-1 loss with y'' drawn from the mixture.
 """
 
-from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count
 from lit_nash.algorithms.losses import policy_gradient
 from lit_nash.algorithms.online_ipo import OnlineIPO
 from lit_nash.games import dynamics as D
@@ -22,11 +22,16 @@ class NashMD(Algorithm):
     def __init__(self, eta: float = 0.1, tau: float = 0.1, mixture_coef: float | None = None, loss: str = "pg",
                  k: int = 2, logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
-        alpha = self.eta * self.tau if mixture_coef is None else float(mixture_coef)
-        if not 0 <= alpha <= 1:
-            raise ValueError(f"algo={self.name}: mixture coefficient must lie in [0, 1], got {alpha}")
+        if mixture_coef is None:
+            if not self.eta * self.tau <= 1:
+                raise ValueError(f"algo={self.name}: mixture_coef=null uses eta*tau, which must lie in [0, 1], got "
+                                 f"{self.eta * self.tau}; lower eta or tau, or set mixture_coef")
+        elif isinstance(mixture_coef, bool) or not isinstance(mixture_coef, (int, float)) or not 0 <= mixture_coef <= 1:
+            raise ValueError(f"algo={self.name}: mixture_coef must lie in [0, 1] (or null for eta*tau), got {mixture_coef}")
         if loss not in ("pg", "ipo"):
             raise ValueError(f"algo={self.name}: loss must be 'pg' or 'ipo', got {loss!r}")
+        k = check_count("k", k, self.name, 1, "responses per prompt")
+        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
         self.mixture_coef, self.loss_kind, self.k, self.logprob_reduction = mixture_coef, loss, k, logprob_reduction
         self._ipo = OnlineIPO(eta, tau, 1, k=k, opponent="mixture", logprob_reduction=logprob_reduction)
 

@@ -12,7 +12,8 @@ refreshed after each iteration. One iteration is 2·inner_steps optimizer steps.
 
 from functools import partial
 
-from lit_nash.algorithms.base import Algorithm, restore_training_state, training_state
+from lit_nash.algorithms.base import (REDUCTIONS, Algorithm, check_choice, check_count, restore_training_state,
+                                     training_state)
 from lit_nash.algorithms.losses import policy_gradient
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import play_against
@@ -24,8 +25,9 @@ class NashMP(Algorithm):
     def __init__(self, eta: float = 1.0, tau: float = 0.1, inner_steps: int = 1, k: int = 2,
                  logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
-        if int(inner_steps) != inner_steps or inner_steps < 1:
-            raise ValueError(f"algo={self.name}: inner_steps must be an integer >= 1, got {inner_steps}")
+        inner_steps = check_count("inner_steps", inner_steps, self.name, 1, "policy-gradient steps per prox step")
+        k = check_count("k", k, self.name, 1, "policy samples per prompt")
+        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
         self.inner_steps, self.k, self.logprob_reduction = int(inner_steps), k, logprob_reduction
 
     def prepare(self, policy):

@@ -11,7 +11,7 @@ Practical loss (τ = β), with h = ℓ_θ − ℓ_ref:
 
 import torch
 
-from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count, check_sampling
 from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import label
@@ -25,8 +25,10 @@ class OnlineIPO(Algorithm):
         super().__init__(eta, tau)
         if variant not in (1, 2):
             raise ValueError(f"algo={self.name}: variant must be 1 or 2, got {variant}")
-        if k < 1:
-            raise ValueError(f"algo={self.name}: k (pairs per prompt) must be >= 1, got {k}")
+        k = check_count("k", k, self.name, 1, "(y, y') pairs per prompt")
+        check_sampling(self.name, proposal_temperature, proposal_top_k)
+        check_choice("opponent", opponent, ("policy", "mixture"), self.name)
+        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
         self.variant, self.k = variant, k
         self.proposal_temperature = proposal_temperature
         self.proposal_top_k = proposal_top_k
@@ -41,8 +43,10 @@ class OnlineIPO(Algorithm):
         """k pairs per prompt, stored as responses (N, 2k): y in the first k columns, y' in the last k."""
         k = self.k
         if self.variant == 1:
-            pair = policy.sample(prompt, 2 * k, temperature=self.proposal_temperature, top_k=self.proposal_top_k)
-            third = policy.sample(prompt, k, source=self.opponent, mixture_coef=mixture_coef)
+            pair, third = policy.sample_groups(prompt, [  # one decoding loop where the sources share a model
+                dict(k=2 * k, temperature=self.proposal_temperature, top_k=self.proposal_top_k),
+                dict(k=k, source=self.opponent, mixture_coef=mixture_coef),
+            ])
             # y and y' both meet y'' in one preference call: a reward model scores each distinct response once
             p = label(policy.preference, prompt, pair, torch.cat([third, third], dim=1))
             target = p[:, :k] - p[:, k:]

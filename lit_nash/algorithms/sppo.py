@@ -10,7 +10,7 @@ responses is the MWU iterate (tests/algorithms/test_losses.py).
 
 import torch
 
-from lit_nash.algorithms.base import Algorithm
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count
 from lit_nash.algorithms.losses import first_forward, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.rollout import gather, label_all_pairs, win_rate_scores
@@ -21,8 +21,8 @@ class SPPO(Algorithm):
 
     def __init__(self, eta: float = 1.0, k: int = 5, logprob_reduction: str = "sum"):
         super().__init__(eta)
-        if k < 2:
-            raise ValueError(f"algo={self.name}: k must be >= 2 samples per prompt, got {k}")
+        k = check_count("k", k, self.name, 2, "samples per prompt: the best and the worst are trained on")
+        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
         self.k = k
         self.logprob_reduction = logprob_reduction
 

@@ -108,6 +108,8 @@ def token_game(
     num_annotators = len(words) if num_annotators is None else int(num_annotators)
     if num_prompts < 1 or max_len < 1 or num_annotators < 1:
         raise ValueError("token_game needs num_prompts, max_len and num_annotators ≥ 1")
+    if not (np.isfinite(float(scale)) and np.isfinite(float(length_coef))):
+        raise ValueError(f"token_game scale and length_coef must be finite, got {scale} and {length_coef}")
     if not 0.0 <= dirichlet_share <= 1.0:
         raise ValueError(f"token_game dirichlet_share must lie in [0, 1], got {dirichlet_share}")
     responses = [r for n in range(1, max_len + 1) for r in itertools.product(words, repeat=n)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -26,6 +25,7 @@ from torch.func import functional_call
 
 from lit_nash.algorithms.base import accumulate
 from lit_nash.sharding import parameters_at_rest
+from lit_nash.guards import NumericalError, check_finite, check_gradients, in_step
 from lit_nash.metrics import is_logging_step
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -98,6 +98,16 @@ class _StateCopy(nn.Module):
         return self
 
 
+def draw(probs: Tensor, generator: torch.Generator, components: list[tuple[str, float]]) -> Tensor:
+    """One token per row; NaN or infinite logits (torch refuses to sample them) are a numerical error."""
+    try:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    except RuntimeError as e:
+        if torch.isfinite(probs).all():
+            raise
+        raise NumericalError(f"non-finite logits of {' + '.join(repr(n) for n, _ in components)} while sampling") from e
+
+
 class CausalLMPolicy(L.LightningModule):
     def __init__(
         self,
@@ -112,6 +122,7 @@ class CausalLMPolicy(L.LightningModule):
         lora: dict | None = None,
         dtype: str = "float32",
         trust_remote_code: bool = False,
+        pad_token: str | None = None,
         algorithm: Any = None,
         preference: Any = None,
         game: Any = None,
@@ -138,8 +149,15 @@ class CausalLMPolicy(L.LightningModule):
             raise ValueError(f"policy.micro_batches must be an integer >= 1, got {micro_batches}")
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
             raise ValueError(f"policy.max_prompt_tokens must be >= 1 or null, got {max_prompt_tokens}")
-        if not Path(model_path).exists() and (Path(model_path).is_absolute() or str(model_path).startswith(".")):
-            raise FileNotFoundError(f"policy.model_path {str(model_path)!r} does not exist")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"policy.temperature must be > 0, got {temperature}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or int(top_k) != top_k or top_k < 0:
+            raise ValueError(f"policy.top_k must be an integer >= 0 (0 = off), got {top_k}")
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ValueError(f"policy.top_p must lie in (0, 1] (1.0 = off), got {top_p}")
+        from lit_nash.models import check_model_dir, check_vocab_fits, resolve_pad_token
+
+        check_model_dir(model_path, "policy.model_path")
         if prompts is None:
             if game is None:
                 raise ValueError("CausalLMPolicy needs prompts, or a game to take them from")
@@ -149,15 +167,21 @@ class CausalLMPolicy(L.LightningModule):
         self.save_hyperparameters(ignore=["algorithm", "preference", "game"], logger=False)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
-        except OSError as e:  # neither a local directory nor a reachable hub model
-            raise FileNotFoundError(f"policy.model_path {str(model_path)!r}: no tokenizer found ({e})") from e
+        except (OSError, ValueError) as e:  # neither a local model directory nor a reachable hub model
+            raise FileNotFoundError(f"policy.model_path {str(model_path)!r}: no tokenizer found ({e}); give a model "
+                                    "directory saved with save_pretrained (model and tokenizer), or a hub name") from e
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"the tokenizer in {str(model_path)!r} has no EOS token")
         self.eos_id = self.tokenizer.eos_token_id
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
-        model = AutoModelForCausalLM.from_pretrained(
-            str(model_path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
-        )
+        self.pad_id = resolve_pad_token(self.tokenizer, pad_token, "policy.pad_token", str(model_path))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(model_path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
+            )
+        except OSError as e:  # a tokenizer but no (safetensors) weights
+            raise FileNotFoundError(f"policy.model_path {str(model_path)!r}: no causal LM could be loaded ({e}); "
+                                    "save the model there with save_pretrained (safetensors)") from e
+        check_vocab_fits(self.tokenizer, model, "policy.model_path", str(model_path), str(model_path))
         self.lora = bool(lora)
         if self.lora:
             from peft import LoraConfig, get_peft_model
@@ -201,33 +225,77 @@ class CausalLMPolicy(L.LightningModule):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """K responses per prompt (N, k, T), ending with EOS then pad; T ≤ max_new_tokens.
 
-        All N·k sequences go through one loop with one KV cache per model evaluated (two for the mixture,
-        whose next-token logits are (1 − c)·logits_θ + c·logits_ref). With ``return_log_probs`` also the
-        responses' log-probs (N, k) under the source's untempered, unfiltered distribution.
+        With ``return_log_probs`` also the responses' log-probs (N, k) under the source's untempered,
+        unfiltered distribution. One group of ``sample_groups``.
+        """
+        group = dict(k=k, source=source, temperature=temperature, top_k=top_k, top_p=top_p, mixture_coef=mixture_coef)
+        return self.sample_groups(prompt, [group], return_log_probs=return_log_probs)[0]
+
+    @torch.no_grad()
+    def sample_groups(
+        self, prompt: Tensor, groups: list[dict], return_log_probs: bool = False, seeds: list[int] | None = None,
+    ) -> list[Tensor] | list[tuple[Tensor, Tensor]]:
+        """Several groups of responses to the same prompts in ONE decoding loop: one result per group, as
+        ``sample(prompt, **group)`` returns it. A group is a dict of ``sample``'s arguments (``k``, ``source``,
+        ``temperature``, ``top_k``, ``top_p``, ``mixture_coef``).
+
+        Each model a step needs (the policy, a snapshot, the reference) runs once per token over the rows
+        of every group that uses it, with one KV cache: a proposal pair and y'' from the policy share one
+        forward, and the policy samples of Nash-MD share theirs with the mixture's policy half. Each group
+        draws from its own generator, seeded from torch's global stream (or ``seeds``), so a group's
+        samples do not depend on which groups it was fused with (tests/policy/test_causal_lm.py).
         """
         from transformers import DynamicCache
 
-        sources = self._sources(source, mixture_coef)
-        warp = self._warpers(temperature, top_k, top_p)
-        ids, mask = self._prompt_batch(prompt, k)
+        N = prompt.shape[0]
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (len(groups),)).tolist()  # on the CPU stream, like every other draw
+        plans = []  # per group: its rows of the batch, mixture components, warpers and generator
+        offset = 0
+        for group, seed in zip(groups, seeds):
+            g = dict(group)
+            k = int(g.pop("k"))
+            components = self._sources(g.pop("source", "policy"), g.pop("mixture_coef", 0.0))
+            warp = self._warpers(g.pop("temperature", None), g.pop("top_k", None), g.pop("top_p", None))
+            if g:
+                raise TypeError(f"sample_groups: unknown group keys {sorted(g)}")
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            plans.append((slice(offset, offset + N * k), k, components, warp, generator))
+            offset += N * k
+        one_ids, one_mask = self._prompt_batch(prompt, 1)
+        ids = torch.cat([one_ids.repeat_interleave(plan[1], 0) for plan in plans])
+        mask = torch.cat([one_mask.repeat_interleave(plan[1], 0) for plan in plans])
         B = ids.shape[0]
-        caches = [DynamicCache(config=self.model.config) for _ in sources]
+        # the rows each model runs on: every group that has it as a mixture component
+        models: dict[str, Tensor] = {}
+        for rows, _, components, _, _ in plans:
+            for name, _ in components:
+                r = torch.arange(rows.start, rows.stop, device=ids.device)
+                models[name] = r if name not in models else torch.cat([models[name], r])
+        caches = {name: DynamicCache(config=self.model.config) for name in models}
+        # where each group's rows sit inside each model's rows
+        where = {name: {i: torch.searchsorted(r, torch.arange(p[0].start, p[0].stop, device=r.device))
+                        for i, p in enumerate(plans) if any(n == name for n, _ in p[2])} for name, r in models.items()}
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         step_ids, seq, tokens = ids, ids, []
         done = torch.zeros(B, dtype=torch.bool, device=ids.device)
         logp = torch.zeros(B, dtype=torch.float32, device=ids.device)
         for _ in range(self.hparams.max_new_tokens):
-            logits = sum(
-                w * self._call(
-                    name, input_ids=step_ids, attention_mask=mask, position_ids=pos,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1,
+            out = {
+                name: self._call(
+                    name, input_ids=step_ids[r], attention_mask=mask[r], position_ids=pos[r],
+                    past_key_values=caches[name], use_cache=True, logits_to_keep=1,
                 ).logits[:, -1].float()
-                for (name, w), cache in zip(sources, caches)
-            )
-            probs = warp(seq, logits).softmax(-1)
-            nxt = torch.multinomial(probs, 1).squeeze(-1)
+                for name, r in models.items()
+            }
+            nxt = torch.empty(B, dtype=torch.long, device=ids.device)
+            lp = torch.empty(B, dtype=torch.float32, device=ids.device)
+            for i, (rows, _, components, warp, generator) in enumerate(plans):
+                logits = sum(w * out[name][where[name][i]] for name, w in components)
+                probs = warp(seq[rows], logits).softmax(-1)
+                nxt[rows] = draw(probs, generator, components)
+                lp[rows] = logits.log_softmax(-1).gather(-1, nxt[rows, None]).squeeze(-1)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
-            lp = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1)
             logp += torch.where(done, torch.zeros_like(lp), lp)
             tokens.append(nxt)
             done |= nxt == self.eos_id
@@ -237,8 +305,12 @@ class CausalLMPolicy(L.LightningModule):
             seq = torch.cat([seq, step_ids], -1)
             mask = torch.cat([mask, torch.ones_like(step_ids)], -1)
             pos = pos[:, -1:] + 1
-        responses = torch.stack(tokens, -1).view(prompt.shape[0], k, -1)
-        return (responses, logp.view(prompt.shape[0], k)) if return_log_probs else responses
+        responses = torch.stack(tokens, -1)
+        results = []
+        for rows, k, *_ in plans:
+            r = responses[rows].view(N, k, -1)
+            results.append((r, logp[rows].view(N, k)) if return_log_probs else r)
+        return results
 
     def _all_done(self, done: Tensor) -> bool:
         """Every sequence has ended, on every rank: each forward of a sharded model is a collective, so all
@@ -281,7 +353,7 @@ class CausalLMPolicy(L.LightningModule):
             out = lp.sum(-1)
             if reduction == "mean":
                 out = out / rmask.sum(-1).clamp(min=1)
-        return out.view(N, k)
+        return check_finite(out, f"log-probs of {source!r}").view(N, k)
 
     def response_mask(self, responses: Tensor) -> Tensor:
         """True on the tokens up to and including the first EOS (all tokens if there is none)."""
@@ -517,7 +589,8 @@ class CausalLMPolicy(L.LightningModule):
 
     # -- Lightning ----------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.algorithm.sampled_step(self, batch["prompt"], bool(batch.get("new_round", True)))
+        with in_step(self):
+            loss = self.algorithm.sampled_step(self, batch["prompt"], bool(batch.get("new_round", True)))
         if is_logging_step(self.trainer):
             self.log("train/loss", loss)
         return loss
@@ -527,7 +600,8 @@ class CausalLMPolicy(L.LightningModule):
         prompts, each loss weighted by its share of the prompts, then one step. Returns the batch loss."""
         opt = self.optimizers()
         opt.zero_grad()
-        loss = accumulate(loss_of, batch, self.hparams.micro_batches, self.manual_backward)
+        loss = check_finite(accumulate(loss_of, batch, self.hparams.micro_batches, self.manual_backward), "loss")
+        check_gradients(p for p in self.model.parameters() if p.requires_grad)
         if self.hparams.grad_clip is not None:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()

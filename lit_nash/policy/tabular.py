@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_nash.games import dynamics as D
+from lit_nash.guards import check_finite, check_gradients, in_step
 from lit_nash.metrics import is_logging_step
 from lit_nash.snapshots import PREFIX, Snapshots
 
@@ -115,7 +116,7 @@ class TabularPolicy(L.LightningModule):
                top_k: int | None = None, top_p: float | None = None, mixture_coef: float = 0.0) -> Tensor:
         """k responses (action indices) per prompt, shape (N, k); ``temperature`` divides the logits and
         ``top_k`` keeps the k most likely actions (a proposal distribution, as in EGPO)."""
-        logits = self.source_log_probs(source, mixture_coef).detach()[prompt]
+        logits = check_finite(self.source_log_probs(source, mixture_coef).detach()[prompt], f"log-probs of {source!r}")
         if temperature is not None:
             logits = logits / temperature
         if top_k:
@@ -123,10 +124,14 @@ class TabularPolicy(L.LightningModule):
             logits = logits.masked_fill(logits < kth, float("-inf"))
         return torch.multinomial(torch.softmax(logits, -1), k, replacement=True)
 
+    def sample_groups(self, prompt: Tensor, groups: list[dict]) -> list[Tensor]:
+        """``sample(prompt, **group)`` for each group, in order (one draw each: nothing to fuse here)."""
+        return [self.sample(prompt, **group) for group in groups]
+
     def response_log_probs(self, prompt: Tensor, responses: Tensor, source: str = "policy", reduction: str = "sum") -> Tensor:
         """log π(y | prompt) of responses (N, k); with grad for "policy" only. A response is one action,
         so ``reduction`` (sum or per-token mean for LMs) changes nothing here."""
-        log_probs = self.source_log_probs(source)
+        log_probs = check_finite(self.source_log_probs(source), f"log-probs of {source!r}")
         if source != "policy":
             log_probs = log_probs.detach()
         return log_probs[prompt.unsqueeze(-1), responses]
@@ -138,7 +143,8 @@ class TabularPolicy(L.LightningModule):
     def _step(self, loss: Tensor) -> Tensor:
         opt = self.optimizers()
         opt.zero_grad()
-        self.manual_backward(loss)
+        self.manual_backward(check_finite(loss, "loss"))
+        check_gradients([self.logits])
         opt.step()
         return loss.detach()
 
@@ -148,16 +154,13 @@ class TabularPolicy(L.LightningModule):
 
     # -- Lightning -----------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.hparams.mode == "sampled":
-            loss = self.algorithm.sampled_step(self, batch["prompt"], bool(batch.get("new_round", True)))
-        else:
-            target = self.algorithm.exact_step(self, self.preference.win_rates)
-            if not torch.isfinite(target).all():
-                raise FloatingPointError(
-                    f"algo={self.algorithm.name}: non-finite policy update at step {self.algorithm.step + 1}"
-                )
-            loss = 0.5 * (self.logits - target).pow(2).sum()
-            self._step(loss)
+        with in_step(self):
+            if self.hparams.mode == "sampled":
+                loss = self.algorithm.sampled_step(self, batch["prompt"], bool(batch.get("new_round", True)))
+            else:
+                target = check_finite(self.algorithm.exact_step(self, self.preference.win_rates), "policy update")
+                loss = 0.5 * (self.logits - target).pow(2).sum()
+                self._step(loss)
         if is_logging_step(self.trainer):
             self.log("train/loss", loss.detach())
         return loss.detach()

@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_nash.models import check_model_dir, check_vocab_fits, resolve_pad_token
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -53,6 +55,7 @@ class TextPreference(L.LightningModule):
         device: str | None = None,
         dtype: str = "float32",
         trust_remote_code: bool = False,
+        pad_token: str | None = None,
     ):
         super().__init__()
         import transformers
@@ -64,11 +67,15 @@ class TextPreference(L.LightningModule):
             raise ValueError(f"preference.max_length must be ≥ 1 or null, got {max_length}")
         if dtype not in DTYPES:
             raise ValueError(f"preference.dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size:
+            raise ValueError(f"preference.batch_size must be an integer >= 1, got {batch_size}")
         path = Path(path)
         tokenizer_path = path if tokenizer_path is None else Path(tokenizer_path)
         for key, p in (("path", path), ("tokenizer_path", tokenizer_path)):
             if not p.exists():
-                raise FileNotFoundError(f"{type(self).__name__}: preference.{key} {str(p)!r} does not exist")
+                raise FileNotFoundError(f"{type(self).__name__}: preference.{key} {str(p)!r} does not exist; give "
+                                        "the directory the model was saved to with save_pretrained")
+            check_model_dir(p, f"preference.{key}")
         self.template = self.default_template if template is None else str(template)
         fields = template_fields(self.template)
         allowed = set().union(*self.template_fields_required) | {"prompt"}
@@ -84,14 +91,21 @@ class TextPreference(L.LightningModule):
         self.use_chat_template = bool(use_chat_template)
 
         # its own tokenizer object, loaded from disk: never shared with the policy
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=trust_remote_code)
-        if self.tokenizer.pad_token_id is None:
-            if self.tokenizer.eos_token_id is None:
-                raise ValueError(f"{type(self).__name__}: the tokenizer in {str(tokenizer_path)!r} has no PAD or EOS token")
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = getattr(transformers, self.auto_class).from_pretrained(
-            str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
-        )
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"{type(self).__name__}: preference.tokenizer_path {str(tokenizer_path)!r}: no "
+                                    f"tokenizer found ({e}); save the tokenizer there with save_pretrained") from e
+        resolve_pad_token(self.tokenizer, pad_token, "preference.pad_token", str(tokenizer_path))
+        try:
+            model = getattr(transformers, self.auto_class).from_pretrained(
+                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
+            )
+        except OSError as e:
+            raise FileNotFoundError(f"{type(self).__name__}: preference.path {str(path)!r}: no model could be loaded "
+                                    f"({e}); save it there with save_pretrained (safetensors)") from e
+        check_vocab_fits(self.tokenizer, model, f"{type(self).__name__}: preference.tokenizer_path",
+                         str(tokenizer_path), str(path))
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         model.requires_grad_(False)
@@ -160,7 +174,7 @@ class TextPreference(L.LightningModule):
                 p = self._prob(prompts, a, b)
         finally:
             self.model.train(was_training)
-        return p.detach().to("cpu", torch.float64).clamp(0.0, 1.0).to(torch.float32)
+        return p.detach().to("cpu", torch.float32)  # not clamped: a value outside [0, 1] is the model's bug, refused by check_probabilities
 
     def read_with(self, prompt_text: Callable[[int], str], decode: Callable[[Tensor], list[str]]) -> None:
         """How to read a policy's prompts (index → text) and responses (token ids → texts)."""

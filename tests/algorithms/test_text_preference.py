@@ -3,10 +3,14 @@ win rate against the reference under that model rises.
 
 A tiny random-init GPT-2 policy and a tiny random-init Bradley–Terry reward model (a fixed, arbitrary
 preference over text) share a word vocabulary; the reward model reads the decoded responses with its own
-tokenizer. After 40 optimizer steps (lr 3e-3, 4 prompts), P(policy ≻ reference) is estimated on 4×64 fresh
-sample pairs with a fixed seed. Measured: 0.52 at the start (0.5 in expectation), and after training
-sppo 0.90, mnpo 0.84, online_ipo 0.83, inpo 0.69, egpo 0.67, comal 0.63, nash_mp 0.62, nash_md 0.61, mmd and
-mpo 0.59. The estimate's standard error is about 0.015, so the test asks for ≥ 0.56 (the start + 3σ)."""
+tokenizer. After 40 optimizer steps (lr 3e-3, 4 prompts; 80 for the magnet/prox methods MPO, MMD and
+COMAL, which are pulled back toward their anchor, and COMAL resets its anchor every 10 steps as the
+official code does every 12), P(policy ≻ reference) is estimated on 4×64 fresh sample pairs with a fixed
+seed. Measured over training seeds 0, 1, 2 (seed 0 is the test's): mnpo 0.89/0.89/0.88, online_ipo
+0.84/0.87/0.86, sppo 0.76/0.84/0.85, egpo 0.73/0.65/0.69, inpo 0.68/0.73/0.70, mpo and mmd
+0.68/0.65/0.63, comal 0.64/0.76/0.79, nash_md 0.60/0.64/0.62, nash_mp 0.61/0.59/0.58. At 40 steps COMAL
+with its default reset period ranged 0.52–0.56 over seeds: it had barely left the reference. The
+estimate's standard error is about 0.015, so the test asks for ≥ 0.56 (the start, 0.5, + 3σ)."""
 
 import lightning as L
 import pytest
@@ -39,11 +43,13 @@ def win_rate_vs_ref(policy, n=64):
 def test_training_raises_the_win_rate_against_the_reference(paths, name):
     policy_path, reward_path = paths
     L.seed_everything(0, verbose=False)
-    algo = ALGORITHMS[name](k=2) if name == "egpo" else ALGORITHMS[name](k=4)
+    settings = {"egpo": {"k": 2}, "comal": {"k": 4, "reset_every": 10}}.get(name, {"k": 4})
+    algo = ALGORITHMS[name](**settings)
+    steps = 80 if name in ("mpo", "mmd", "comal") else 40
     policy = CausalLMPolicy(str(policy_path), prompts=PROMPTS, max_new_tokens=6, lr=3e-3, algorithm=algo,
                             preference=BradleyTerryReward(str(reward_path)))
     start = win_rate_vs_ref(policy)
-    trainer = L.Trainer(max_steps=40, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, callbacks=[algo], accelerator="cpu")
     trainer.fit(policy, datamodule=GameDataModule(len(PROMPTS)))
     assert abs(start - 0.5) < 0.05

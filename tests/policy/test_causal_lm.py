@@ -74,6 +74,35 @@ def test_sampling_is_reproducible_with_a_seed(paths):
     assert torch.equal(a, b) and not torch.equal(a, policy.sample(PROMPTS, 4))
 
 
+
+@pytest.mark.parametrize("lora", [False, True])
+@pytest.mark.parametrize("groups", [
+    [dict(k=2, temperature=2.0, top_k=3), dict(k=1)],  # online IPO / EGPO: proposal pair and y'' share a forward
+    [dict(k=2), dict(k=2, source="mixture", mixture_coef=0.4)],  # Nash-MD: the mixture's policy half is shared
+    [dict(k=2), dict(k=3, source="snap", top_p=0.9)],  # a snapshot opponent: its own model and cache
+])
+def test_fused_groups_draw_the_same_samples_as_separate_loops(paths, lora, groups):
+    """One decoding loop over several groups = each group alone with its generator: identical tokens (the
+    fused loop may run longer, so a group's extra columns are pad) and log-probs equal up to the float
+    round-off of a different batch size (1e-4 on sums of ≤ 6 token log-probs)."""
+    policy = make(paths, "gpt2", lora=lora, max_new_tokens=6)
+    train(policy, steps=1)
+    policy.refresh_snapshot("snap")
+    train(policy, steps=2)
+    seeds = [3, 4]
+    fused = policy.sample_groups(PROMPTS, groups, return_log_probs=True, seeds=seeds)
+    for group, seed, (responses, logp) in zip(groups, seeds, fused):
+        alone, alone_logp = policy.sample_groups(PROMPTS, [group], return_log_probs=True, seeds=[seed])[0]
+        T = alone.shape[-1]
+        assert responses.shape[:2] == alone.shape[:2] == (len(PROMPTS), group["k"])
+        assert torch.equal(responses[..., :T], alone)
+        assert (responses[..., T:] == policy.pad_id).all()
+        torch.testing.assert_close(logp, alone_logp, rtol=0, atol=1e-4)
+        exact = policy.response_log_probs(PROMPTS, alone, source=group.get("source", "policy"),
+                                          mixture_coef=group.get("mixture_coef", 0.0))
+        torch.testing.assert_close(logp, exact, rtol=0, atol=1e-4)  # generation's log-probs are the scored ones
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_response_log_probs_match_sampling_with_left_padding(paths, arch):
     prompts = ["say 0", "say 0 1 a b", "a", "say"]  # different lengths: left padding must not matter
@@ -225,3 +254,16 @@ def test_fit_with_game_metrics_and_exact_resume_with_lora(paths, tmp_path):
     expected = full.state_dict()
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_nan_weights_are_a_named_numerical_error_in_sampling_and_scoring(paths):
+    from lit_nash.guards import NumericalError
+
+    policy = make(paths)
+    with torch.no_grad():
+        policy.model.transformer.wte.weight[:] = float("nan")
+    with pytest.raises(NumericalError, match="non-finite logits of 'policy' while sampling"):
+        policy.sample(PROMPTS, 2)
+    R, L = policy.response_ids.shape
+    with pytest.raises(NumericalError, match="non-finite log-probs of 'policy'"):
+        policy.response_log_probs(PROMPTS, policy.response_ids.expand(len(PROMPTS), R, L))

@@ -101,7 +101,8 @@ def run(paths, algo_name, micro_batches, steps=3, epochs_per_round=1):
 @pytest.mark.parametrize("algo, epochs_per_round", [("online_ipo", 1), ("inpo", 2)])
 def test_accumulating_two_micro_batches_equals_the_full_batch(paths, algo, epochs_per_round):
     """micro_batches=2 (two backward passes over 2 prompts each) vs one pass over all 4: same samples, same
-    parameters after 3 SGD steps up to float32 summation order (1e-6; SGD, because Adam's first steps divide
+    parameters after 3 SGD steps up to float32 summation order (1e-6 per unit the parameters moved: INPO's
+    rounds at lr 0.5 move some by 14, and its measured difference was 3.8e-6; SGD, because Adam's first steps divide
     by the gradient's own magnitude and blow rounding up on near-zero gradients); INPO's rounds keep π_t's log-probs from
     the first epoch, gathered back from the micro-batches."""
     full = run(paths, algo, 1, epochs_per_round=epochs_per_round)
@@ -109,9 +110,8 @@ def test_accumulating_two_micro_batches_equals_the_full_batch(paths, algo, epoch
     start = CausalLMPolicy(paths["plain"], prompts=PLAIN)
     moved = max((full[n] - p).abs().max().item() for n, p in start.named_parameters())
     assert moved > 1e-3  # the steps did something
-    print("max difference", max((accumulated[n] - v).abs().max().item() for n, v in full.items()), "moved", moved)
     for name, value in full.items():
-        torch.testing.assert_close(accumulated[name], value, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(accumulated[name], value, atol=1e-6 * max(1.0, moved), rtol=1e-5, msg=name)
 
 
 class GradNorms(L.Callback):

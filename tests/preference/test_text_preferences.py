@@ -142,3 +142,23 @@ def test_model_is_frozen_and_pinned_device(paths):
     p = pref.prob_text(PROMPTS, A, B)
     assert pref.model.training  # mode restored, and the scores were taken in eval mode
     torch.testing.assert_close(p, PairwiseClassifier(paths["pairwise"]).prob_text(PROMPTS, A, B))
+
+
+def test_a_text_model_outside_the_unit_interval_is_refused_not_clamped(paths):
+    """A subclass whose probabilities leave [0, 1] (a bug: e.g. an unnormalized score) stops labeling with an
+    error that names the value and the pair; prob_text passes the value on unchanged."""
+    from lit_nash.guards import NumericalError
+    from lit_nash.policy.causal_lm import CausalLMPolicy
+    from lit_nash.rollout import label
+
+    class Overconfident(BradleyTerryReward):
+        def _prob(self, prompts, a, b):
+            return 3 * super()._prob(prompts, a, b)
+
+    pref = Overconfident(paths["reward"])
+    assert pref.prob_text(PROMPTS, A, B).max() > 1  # unchanged, not clamped
+    policy = CausalLMPolicy(paths["policy"], prompts=PROMPTS[:2], max_new_tokens=3, preference=pref)
+    torch.manual_seed(0)
+    a, b = policy.sample(torch.arange(2), 4), policy.sample(torch.arange(2), 4)
+    with pytest.raises(NumericalError, match=r"preference model returned .* probabilities must be finite and in \[0, 1\]"):
+        label(pref, torch.arange(2), a, b)

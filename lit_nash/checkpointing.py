@@ -1,0 +1,227 @@
+"""Crash-safe checkpoints, and resuming a run from one (``fit ... resume=<checkpoint | run | last>``).
+
+A run writes ``<checkpoint.dir>/last.ckpt`` every ``checkpoint.every_n_steps`` optimizer steps, at the end,
+and when SIGINT or SIGTERM asks it to stop. Every write goes to a temporary file in the same folder, is
+flushed to disk, and is renamed over the previous file: a process killed at any moment (SIGKILL, power)
+leaves the previous complete checkpoint, never a half-written one. A failing step (an exception, a
+non-finite loss) writes nothing, so the last good checkpoint stays.
+
+A checkpoint holds everything a run needs to continue bit-identically: the policy (or its adapters) and
+every snapshot, the optimizer and schedulers, the algorithm's schedule state (callbacks' state), the loop
+and data position (Lightning's loops; the prompt stream is keyed by the step), the RNG states
+(``RNGCheckpoint``), the resolved run config and the MLflow run it logs to (``RunRecord``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_nash.tracking import CONFIG_KEY, RUN_KEY
+
+LAST = "last.ckpt"
+PENDING = "lit_nash_pending_metrics"  # the saved step's metrics, not yet sent to the loggers when it was saved
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file beside the target, fsync, then ``os.replace`` (atomic on POSIX and
+    Windows): readers only ever see a complete old or a complete new checkpoint. Remote paths (``s3://``
+    and other fsspec URLs) fall back to Lightning's own writer."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+                fd = os.open(path.parent, os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint keeping only ``last.ckpt``: every N optimizer steps (0: only at the end and
+    on a stop signal) and always at the end of training; never on an exception."""
+
+    def __init__(self, dirpath: str, every_n_steps: int):
+        if isinstance(every_n_steps, bool) or int(every_n_steps) != every_n_steps or every_n_steps < 0:
+            raise ValueError(f"checkpoint.every_n_steps must be an integer >= 0 (0 = only at the end), got {every_n_steps}")
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=int(every_n_steps),
+                         every_n_epochs=0, enable_version_counter=False, save_on_train_epoch_end=False)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dirpath) / LAST
+
+    # Lightning sends a batch's metrics to the loggers after on_train_batch_end, where this callback saves:
+    # a crash between the two would lose that step's metrics for good (the resumed run starts after it).
+    # So the checkpoint carries them, and a resumed run logs them once more (same step, same values).
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        connector = trainer._logger_connector
+        if trainer.training and trainer.loggers and connector.should_update_logs:
+            metrics = {k: float(v) for k, v in connector.metrics["log"].items()}
+            checkpoint[PENDING] = {"step": trainer.fit_loop.epoch_loop._batches_that_stepped,
+                                   "metrics": metrics | {"epoch": float(trainer.current_epoch)}}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._pending = checkpoint.get(PENDING)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending and pending["metrics"]:
+            for logger in trainer.loggers:
+                logger.log_metrics(pending["metrics"], step=pending["step"])
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """Metrics logged in the background reach the store first: a checkpoint never runs ahead of its run's
+        record, so after a crash no step before the checkpoint is missing from MLflow."""
+        import sys
+
+        if "mlflow" in sys.modules:
+            sys.modules["mlflow"].flush_async_logging()
+        super()._save_checkpoint(trainer, filepath)
+
+    def save_now(self, trainer: L.Trainer) -> None:
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save_now(trainer)
+
+
+class StopOnSignal(L.Callback):
+    """SIGINT (Ctrl+C) or SIGTERM: finish the step in progress, write ``last.ckpt``, stop. A second Ctrl+C
+    stops at once (the last checkpoint stays). ``signal_name`` says what stopped the run, if anything."""
+
+    def __init__(self, checkpoint: LastCheckpoint):
+        self.checkpoint = checkpoint
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._received)
+
+    def _received(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.signal_name is not None, all=False):
+            self.signal_name = self.signal_name or "SIGTERM"  # another rank received it
+            self.checkpoint.save_now(trainer)
+            trainer.should_stop = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+# -- resume ----------------------------------------------------------------------------------------------
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+# what a resumed run's command may change; everything else comes from the checkpoint's config. The user's
+# own callbacks always come from the command (a fault injected into the first run is not injected again).
+RESUMABLE = ("trainer.max_steps", "trainer.enable_progress_bar", "checkpoint.every_n_steps")
+
+
+def find_checkpoint(resume: str, tracking_uri: str | None, experiment: str | None) -> Path:
+    """The checkpoint file that ``resume=`` names: a checkpoint file, a run folder (its
+    ``checkpoints/last.ckpt``), an MLflow run id (its ``checkpoint`` tag), or ``last`` (the newest run of
+    the experiment that has a checkpoint)."""
+    resume = str(resume)
+    path = Path(resume).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (path / LAST, path / "checkpoints" / LAST):
+        if path.is_dir() and candidate.is_file():
+            return candidate
+    if path.is_dir():
+        raise FileNotFoundError(f"resume={resume!r}: the folder holds no {LAST} (nor checkpoints/{LAST})")
+    if resume == "last" or _RUN_ID.fullmatch(resume):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        if resume != "last":
+            try:
+                run = client.get_run(resume)
+            except Exception as e:  # mlflow raises its own MlflowException for an unknown id
+                raise FileNotFoundError(f"resume={resume!r}: no such MLflow run in {tracking_uri}") from e
+            tag = run.data.tags.get("checkpoint")
+            if not tag or not Path(tag).is_file():
+                raise FileNotFoundError(f"resume={resume!r}: the run has no checkpoint on disk (tag checkpoint={tag!r})")
+            return Path(tag)
+        found = client.get_experiment_by_name(experiment) if experiment else None
+        runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"]) if found else []
+        for run in runs:
+            tag = run.data.tags.get("checkpoint")
+            if tag and Path(tag).is_file():
+                return Path(tag)
+        raise FileNotFoundError(f"resume=last: no run of experiment {experiment!r} in {tracking_uri} has a checkpoint on disk")
+    raise FileNotFoundError(
+        f"resume={resume!r} is neither a checkpoint file, a run folder, an MLflow run id (32 hex digits) nor 'last'"
+    )
+
+
+def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The resolved config and the MLflow run record a lit_nash checkpoint carries."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ValueError(f"resume: cannot read the checkpoint {str(path)!r} ({type(e).__name__}: {e})") from e
+    if CONFIG_KEY not in checkpoint:
+        raise ValueError(f"resume: {str(path)!r} has no run config ({CONFIG_KEY}); it was not written by lit_nash fit")
+    return checkpoint[CONFIG_KEY], checkpoint.get(RUN_KEY) or {}
+
+
+def resumed_config(command: Any, stored: dict[str, Any], overrides: list[str]):
+    """The run's own config, with what this command may change (``RESUMABLE``) taken from its overrides.
+
+    An override of anything else that disagrees with the stored config is an error: a resumed run is the
+    same run, and silently training a different one would not be."""
+    from omegaconf import OmegaConf, open_dict
+
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    config = OmegaConf.create(stored)
+    with open_dict(config):
+        for override in overrides:
+            key = override.lstrip("+~").split("=", 1)[0]
+            if key == "resume" or key == "callbacks" or key.startswith("callbacks."):
+                continue
+            mine = plain(OmegaConf.select(command, key, default=None))
+            if key in RESUMABLE:
+                OmegaConf.update(config, key, mine, merge=False, force_add=True)
+            elif mine != plain(OmegaConf.select(config, key, default=None)):
+                raise ValueError(
+                    f"resume: this command sets {override!r} but the run was trained with "
+                    f"{key}={plain(OmegaConf.select(config, key, default=None))!r}; a resumed run keeps its config "
+                    f"(a resume may change only {', '.join(RESUMABLE)})"
+                )
+        config.resume = command.resume
+        config.callbacks = plain(command.get("callbacks")) or {}
+    return config

@@ -1,0 +1,50 @@
+"""Faults injected into real runs through the CLI (``+callbacks.fault._target_=tests.faults.KillAt`` or
+``preference._target_=tests.faults.NaNGameOracle``): the subprocess finds them because the tests put the
+repository on PYTHONPATH. Each fires once, at a given optimizer step, in the middle of that step."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+import torch
+
+from lit_nash.preference import GameOracle
+
+
+class KillAt(L.Callback):
+    """``os.kill(self, sig)`` inside optimizer step ``step`` (after sampling, before the weights change):
+    SIGKILL dies on the spot; SIGTERM and SIGINT go through the run's handlers."""
+
+    def __init__(self, step: int, sig: str = "SIGKILL"):
+        self.step, self.sig = int(step), getattr(signal, sig)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if trainer.global_step + 1 == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+class PoisonAt(L.Callback):
+    """Writes NaN into the policy's first parameter before optimizer step ``step``: its log-probs go NaN."""
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if trainer.global_step + 1 == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class NaNGameOracle(GameOracle):
+    """The game's exact oracle, except that its ``nan_at_call``-th ``prob`` call returns NaN everywhere."""
+
+    def __init__(self, game, nan_at_call: int):
+        super().__init__(game)
+        self.nan_at_call, self.calls = int(nan_at_call), 0
+
+    def prob(self, prompt, a, b):
+        self.calls += 1
+        p = super().prob(prompt, a, b)
+        return torch.full_like(p, float("nan")) if self.calls == self.nan_at_call else p
