@@ -92,15 +92,6 @@ class LastCheckpoint(ModelCheckpoint):
             for logger in trainer.loggers:
                 logger.log_metrics(pending["metrics"], step=pending["step"])
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        """Metrics logged in the background reach the store first: a checkpoint never runs ahead of its run's
-        record, so after a crash no step before the checkpoint is missing from MLflow."""
-        import sys
-
-        if "mlflow" in sys.modules:
-            sys.modules["mlflow"].flush_async_logging()
-        super()._save_checkpoint(trainer, filepath)
-
     def save_now(self, trainer: L.Trainer) -> None:
         if self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -17,3 +17,12 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
         text=True,
         timeout=timeout,
     )
+
+
+def run_many(*calls: tuple[tuple[str, ...], dict], workers: int = 2) -> list[subprocess.CompletedProcess]:
+    """``run_cli(*args, **kwargs)`` for each (args, kwargs), ``workers`` at a time (each subprocess uses one
+    torch thread, so two of them use a 2-core CI box fully); results in the order given."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda call: run_cli(*call[0], **call[1]), calls))

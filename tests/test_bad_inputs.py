@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .cli import run_cli
+from .cli import run_cli, run_many
 
 WORDS = "say hello name a colour red blue green cat dog".split()
 CLASSIFIER_WORDS = WORDS + ["[", "SEP", "]"]  # the pairwise classifier's default template holds [SEP]
@@ -104,7 +104,10 @@ def shared(tmp_path_factory):
     before = {"checkpoints": checkpoints(root), "mlflow": mlflow_snapshot(root)}
     assert before["checkpoints"], "the good run wrote no checkpoint"
     assert len(before["mlflow"]) == 1 and next(iter(before["mlflow"].values()))["status"] == "FINISHED"
-    return root, {k: str(v) for k, v in paths.items()}, before
+    paths = {k: str(v) for k, v in paths.items()}
+    # every bad input runs here, two at a time (each is a start-up: imports dominate), before any test reads them
+    done = run_many(*[([a.format(**paths) for a in args], {"cwd": root, "env": ENV}) for _, args, _ in CASES])
+    return root, paths, before, {case[0]: out for case, out in zip(CASES, done)}
 
 
 def text(*overrides: str) -> list[str]:
@@ -176,6 +179,14 @@ CASES = [
      ["has no pad token; set preference.pad_token=<token>", "preference.pad_token='[EOS]'"]),
     ("preference_vocab_too_big", text("preference.tokenizer_path={big_tokenizer}"),
      ["preference.tokenizer_path", "has 37 tokens but the model", "has 17 embedding rows"]),
+    # checkpoints and resume (the shared folder's good run is there to be resumed)
+    ("checkpoint_period", ["fit", "checkpoint.every_n_steps=-1"],
+     ["checkpoint.every_n_steps must be an integer >= 0 (0 = only at the end), got -1"]),
+    ("resume_nothing", ["fit", "resume=/nowhere/last.ckpt"],
+     ["resume='/nowhere/last.ckpt' is neither a checkpoint file, a run folder, an MLflow run id"]),
+    ("resume_unknown_run", ["fit", "resume=0123456789abcdef0123456789abcdef"], ["no such MLflow run"]),
+    ("resume_changes_the_run", ["fit", "resume=last", "algo.eta=2"],
+     ["resume: this command sets 'algo.eta=2' but the run was trained with algo.eta=1.0"]),
     # the other commands
     ("eval_missing_checkpoint", ["eval", "policies=[/nowhere/last.ckpt]"],
      ["checkpoint '/nowhere/last.ckpt' does not exist"]),
@@ -183,17 +194,17 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,messages", [pytest.param(a, m, id=i) for i, a, m in CASES])
-def test_bad_input_fails_at_start_up_with_a_clear_message(shared, args, messages):
-    root, paths, _ = shared
-    out = run_cli(*[a.format(**paths) for a in args], cwd=root, env=ENV)
+@pytest.mark.parametrize("case,messages", [pytest.param(i, m, id=i) for i, _, m in CASES])
+def test_bad_input_fails_at_start_up_with_a_clear_message(shared, case, messages):
+    root, paths, _, results = shared
+    out = results[case]
     assert out.returncode != 0, out.stdout[-2000:]
     for message in messages:
         assert message.format(**paths) in out.stderr, out.stderr[-3000:]
 
 
 def test_no_bad_input_damaged_a_checkpoint_or_the_mlflow_store(shared):
-    root, _, before = shared
+    root, _, before, _ = shared
     assert checkpoints(root) == before["checkpoints"]
     assert mlflow_snapshot(root) == before["mlflow"], "a bad input created, changed or closed an MLflow run"
 
@@ -202,6 +213,6 @@ def test_a_pad_token_set_for_a_tokenizer_without_one_is_used(shared):
     """The fix the message names works: policy.pad_token=<its EOS token> builds the policy."""
     from lit_nash.policy.causal_lm import CausalLMPolicy
 
-    _, paths, _ = shared
+    _, paths, _, _ = shared
     policy = CausalLMPolicy(paths["no_pad_policy"], prompts=["say hello"], pad_token="[EOS]")
     assert policy.pad_id == policy.eos_id == policy.tokenizer.pad_token_id

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lit_nash.checkpointing import AtomicCheckpointIO
-from tests.cli import REPO, run_cli
+from tests.cli import REPO, run_cli, run_many
 
 ENV = {"PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
 QUIET = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
@@ -32,6 +32,11 @@ RUNS = {
 
 def fit(cwd, *overrides, env=ENV):
     return run_cli("fit", *overrides, *QUIET, cwd=cwd, env=env)
+
+
+def fit_both(*runs):
+    """Several (cwd, overrides) fits side by side (one torch thread each)."""
+    return run_many(*[(("fit", *overrides, *QUIET), {"cwd": cwd, "env": ENV}) for cwd, overrides in runs])
 
 
 def last_checkpoint(cwd):
@@ -56,11 +61,12 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(name, 
     kill_at = random.Random(f"kill-{name}").randint(2, steps - 1)  # seeded: the same step on every machine
     full, broken = tmp_path / "full", tmp_path / "broken"
     full.mkdir(), broken.mkdir()
-    done = fit(full, *RUNS[name], f"trainer.max_steps={steps}")
+    done, killed = fit_both(
+        (full, [*RUNS[name], f"trainer.max_steps={steps}"]),
+        (broken, [*RUNS[name], f"trainer.max_steps={steps}", "checkpoint.every_n_steps=2",
+                  "+callbacks.fault._target_=tests.faults.KillAt", f"+callbacks.fault.step={kill_at}"]),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-
-    killed = fit(broken, *RUNS[name], f"trainer.max_steps={steps}", "checkpoint.every_n_steps=2",
-                 "+callbacks.fault._target_=tests.faults.KillAt", f"+callbacks.fault.step={kill_at}")
     assert killed.returncode == -9, killed.stderr[-3000:]
     saved = torch.load(last_checkpoint(broken), weights_only=True)
     assert saved["global_step"] < kill_at  # the last complete checkpoint, from before the kill
@@ -89,9 +95,12 @@ def test_sigterm_and_sigint_stop_cleanly_with_a_checkpoint_then_resume(sig, code
     overrides = [*RUNS["mpo"], "checkpoint.every_n_steps=100"]
     full, stopped = tmp_path / "full", tmp_path / "stopped"
     full.mkdir(), stopped.mkdir()
-    assert fit(full, *overrides, "trainer.max_steps=12").returncode == 0
-    out = fit(stopped, *overrides, "trainer.max_steps=12", "+callbacks.fault._target_=tests.faults.KillAt",
-              "+callbacks.fault.step=5", f"+callbacks.fault.sig={sig}")
+    done, out = fit_both(
+        (full, [*overrides, "trainer.max_steps=12"]),
+        (stopped, [*overrides, "trainer.max_steps=12", "+callbacks.fault._target_=tests.faults.KillAt",
+                   "+callbacks.fault.step=5", f"+callbacks.fault.sig={sig}"]),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     assert out.returncode == code, out.stderr[-3000:]
     assert f"stopped by {sig} after step 5" in out.stderr and "resume=" in out.stderr
     assert torch.load(last_checkpoint(stopped), weights_only=True)["global_step"] == 5  # the step finished
@@ -137,12 +146,3 @@ def test_a_failed_write_never_replaces_the_previous_checkpoint(tmp_path, monkeyp
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
     assert torch.load(path, weights_only=True)["step"] == 1
-
-
-def test_resume_refuses_to_change_the_run(tmp_path):
-    assert fit(tmp_path, *RUNS["mpo"], "trainer.max_steps=4").returncode == 0
-    out = fit(tmp_path, "resume=last", "algo.eta=2")
-    assert out.returncode != 0
-    assert "resume: this command sets 'algo.eta=2' but the run was trained with algo.eta=1.0" in out.stderr
-    out = fit(tmp_path, "resume=0123456789abcdef0123456789abcdef")
-    assert out.returncode != 0 and "no such MLflow run" in out.stderr
