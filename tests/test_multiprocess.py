@@ -46,10 +46,13 @@ def test_both_ranks_end_with_identical_parameters(runs, name):
 def test_the_sharded_run_trains_like_ddp(runs):
     """Same seeds, same per-rank samples (decoding stops when every rank is done, under both strategies):
     FSDP2's reduce-scatter and DDP's all-reduce give the same parameters, snapshots (EGPO's reference and
-    its extragradient restore) included. Measured: bit-identical on 2 CPU ranks; 1e-6 allows for summation
-    order on other backends."""
+    its extragradient restore) included. Measured on 2 CPU ranks: bit-identical with policy.grad_clip=null.
+    With clipping on (as here) the global gradient norm is summed over shards in another order, and AdamW
+    turns a last-bit difference of the clip coefficient on near-zero gradient entries into up to ~lr per
+    step: measured max 8.2e-5 after 8 steps at lr 0.01. A sharded run that trained differently (gradients
+    not averaged, a snapshot not restored) would differ by O(lr) = 1e-2 per step; the test allows 1e-3."""
     ddp, fsdp = params(runs["ddp"], 0), params(runs["fsdp"], 0)
-    assert max((ddp[k] - fsdp[k]).abs().max().item() for k in ddp) < 1e-6
+    assert max((ddp[k] - fsdp[k]).abs().max().item() for k in ddp) < 1e-3
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
