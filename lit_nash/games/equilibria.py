@@ -2,7 +2,9 @@
 
 Every function works in float64, is batched over leading dimensions (P of shape (..., K, K), policies of
 shape (..., K), broadcast against each other) and returns the kind it was given: numpy in, numpy out;
-torch in, torch out on the input's device.
+torch in, torch out on the input's device. Every function that takes P first checks it with
+``validate_preference_matrix`` (entries in [0, 1], P + Pᵀ = 1, within 1e-6) and raises its ValueError,
+as ``MatrixGame`` does: a malformed P would otherwise give a plausible-looking but meaningless answer.
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ import torch
 from torch import Tensor
 
 from lit_nash.games import dynamics
+from lit_nash.games.matrix import validate_preference_matrix  # matrix.py imports nothing from here
 
 
-def _to_torch(*xs):
-    """Convert inputs to float64 tensors on one device; remember whether to hand back numpy."""
-    device = next((x.device for x in xs if isinstance(x, Tensor)), None)
+def _to_torch(*xs, P=None):
+    """Convert inputs to float64 tensors on one device; remember whether to hand back numpy.
+
+    With ``P`` given, it is validated (once) and comes first in the returned list.
+    """
+    if P is not None:
+        device = next((x.device for x in (P, *xs) if isinstance(x, Tensor)), None)
+        xs = (validate_preference_matrix(P), *xs)  # a float64 tensor, on P's device if P was one
+    else:
+        device = next((x.device for x in xs if isinstance(x, Tensor)), None)
     as_numpy = device is None
     out = []
     for x in xs:
@@ -78,29 +88,36 @@ def nash_equilibrium(P):
     For P + Pᵀ = 1 the max-player solution is also the min-player one, so it is a symmetric NE. The NE may
     be non-unique; HiGHS returns a vertex of the NE polytope.
     """
-    as_numpy, (Pt,) = _to_torch(P)
-    Pn = Pt.cpu().numpy()
+    as_numpy, (Pt,) = _to_torch(P=P)
+    return _back(as_numpy, _nash(Pt))
+
+
+def _nash(P: Tensor) -> Tensor:
+    """``nash_equilibrium`` of an already validated float64 P, as a tensor on P's device."""
+    Pn = P.cpu().numpy()
     flat = Pn.reshape(-1, *Pn.shape[-2:])
     ne = np.stack([_solve_lp(m) for m in flat]).reshape(Pn.shape[:-1])
-    return _back(as_numpy, torch.as_tensor(ne, device=Pt.device))
+    return torch.as_tensor(ne, device=P.device)
 
 
 def duality_gap(P, pi):
     """Original-game duality gap of the symmetric profile (π, π): 2·max_j (Pπ)_j − 1, zero iff π is a NE."""
-    as_numpy, (P, pi) = _to_torch(P, pi)
+    as_numpy, (P, pi) = _to_torch(pi, P=P)
     return _back(as_numpy, 2 * _win_rates(P, pi).amax(-1) - 1)
 
 
 def exploitability(P, pi):
     """How much a best response beats π: max_j P(j ≻ π) − ½ (half the duality gap)."""
-    as_numpy, (P, pi) = _to_torch(P, pi)
+    as_numpy, (P, pi) = _to_torch(pi, P=P)
     return _back(as_numpy, _win_rates(P, pi).amax(-1) - 0.5)
 
 
 def kl_to_nash(P, pi, ne=None):
     """KL(π* ‖ π) to the LP NE π* (or to ``ne`` if given, e.g. when the NE is not unique)."""
     if ne is None:
-        ne = nash_equilibrium(P)
+        as_numpy, (P, pi) = _to_torch(pi, P=P)
+        return _back(as_numpy, _kl(_nash(P).to(pi.device), pi))
+    validate_preference_matrix(P)  # unused with ``ne`` given, but a malformed P means a wrong ``ne`` too
     as_numpy, (ne, pi) = _to_torch(ne, pi)
     return _back(as_numpy, _kl(ne, pi))
 
@@ -111,7 +128,7 @@ def regularized_duality_gap(P, pi, mu, tau: float):
     2τ·log Σ_y μ(y)·exp((Pπ)_y / τ) − 1 + 2τ·KL(π‖μ). Non-negative, and zero iff π = π*_τ(μ).
     """
     _check_tau(tau)
-    as_numpy, (P, pi, mu) = _to_torch(P, pi, mu)
+    as_numpy, (P, pi, mu) = _to_torch(pi, mu, P=P)
     return _back(as_numpy, _reg_gap(P, pi, mu, tau))
 
 
@@ -120,16 +137,33 @@ def _check_tau(tau: float) -> None:
         raise ValueError(f"tau must be positive, got {tau}")
 
 
-def regularized_nash(P, mu, tau: float, tol: float = 1e-13, max_iter: int = 20_000):
-    """The unique NE π*_τ(μ) = softmax(log μ + Pπ*/τ) of the KL-regularized game, to a gap below ``tol``.
+def regularized_nash(
+    P, mu, tau: float, tol: float = 1e-13, max_iter: int = 20_000, residual_tol: float | None = None
+):
+    """The unique NE π*_τ(μ) = softmax(log μ + Pπ*/τ) of the KL-regularized game, to machine precision.
+
+    Returned once every game has a regularized gap (``regularized_duality_gap``) below ``tol`` *and* a
+    fixed-point residual below ``residual_tol``, where the residual of π is
+
+        r(π) = max_y |log π(y) − log softmax(log μ + Pπ/τ)(y)|,
+
+    the largest log-ratio between π and its own softmax best response, over the support of μ (off it both
+    are 0). So every π(y), however small, is within a factor e^{±r} of the best response's. The gap alone
+    is too coarse a stopping rule: it is quadratic in the distance to π*_τ and blind to tiny π(y), so at
+    its float64 floor (~1e-16) r was up to 4e-6 at τ = 0.02 and ~400 at τ = 0.001. ``residual_tol``
+    defaults to max(1e-11, 1e-15/τ²): rounding the scores Pπ/τ (~1/τ in size) puts a floor of order
+    ε/τ² under r (measured: ~1e-14 at τ = 0.02, up to 3e-11 at τ = 0.001).
 
     Mirror-prox (Nash-MP) steps converge from anywhere, but only linearly at a rate ~ητ per step; Newton on
     the fixed point converges quadratically, but only within ~τ of it. So: mirror prox until the gap is below
-    ``switch`` ∝ τ², then Newton; should Newton stall, mirror prox goes on to a smaller ``switch``.
-    ``max_iter`` bounds the mirror-prox steps.
+    ``switch`` ∝ τ², then Newton until r < ``residual_tol`` (each step kept only where it lowers r); should
+    Newton stall, mirror prox goes on to a smaller ``switch``. ``max_iter`` bounds the mirror-prox steps, and
+    each Newton phase takes at most 20 steps; RuntimeError if the tolerances are not reached.
     """
     _check_tau(tau)
-    as_numpy, (P, mu) = _to_torch(P, mu)
+    if residual_tol is None:
+        residual_tol = max(1e-11, 1e-15 / tau**2)
+    as_numpy, (P, mu) = _to_torch(mu, P=P)
     batch = np.broadcast_shapes(P.shape[:-2], mu.shape[:-1])  # torch's version imports sympy: slow
     K = P.shape[-1]
     P, mu = P.expand(*batch, K, K), mu.expand(*batch, K)
@@ -145,37 +179,48 @@ def regularized_nash(P, mu, tau: float, tol: float = 1e-13, max_iter: int = 20_0
             for _ in range(check_every):
                 l, _ = dynamics.two_call(op, l, win_rates_of)
             it += check_every
-        pi, gap = _newton(P, mu, log_mu, tau, l.exp(), tol)
-        if gap.max() < tol or it >= max_iter or switch <= tol:
+        l, res = _newton(P, mu, log_mu, tau, l, residual_tol)
+        gap = _reg_gap(P, l.exp(), mu, tau)
+        converged = bool(((gap < tol) & (res < residual_tol)).all())
+        if converged or it >= max_iter or switch <= tol:
             break
-        l, switch = torch.log(pi), max(tol, switch / 100)
-    if not gap.max() < tol:
+        switch = max(tol, switch / 100)
+    if not converged:
         raise RuntimeError(
-            f"regularized_nash did not converge: max remaining gap {gap.max().item():.3e} "
-            f"> tol {tol:g} after {it} mirror-prox steps (tau={tau:g})"
+            f"regularized_nash did not converge: max remaining gap {gap.max().item():.3e} (tol {tol:g}), "
+            f"max fixed-point residual {res.max().item():.3e} (residual_tol {residual_tol:g}) "
+            f"after {it} mirror-prox steps (tau={tau:g})"
         )
-    return _back(as_numpy, pi)
+    return _back(as_numpy, l.exp())
 
 
-def _newton(P: Tensor, mu: Tensor, log_mu: Tensor, tau: float, pi: Tensor, tol: float, steps: int = 20):
-    """Newton on G(π) = π − softmax(log μ + Pπ/τ), Jacobian I − (diag(s) − ssᵀ)P/τ, batched.
+def _residual(P: Tensor, mu: Tensor, log_mu: Tensor, tau: float, l: Tensor) -> tuple[Tensor, Tensor]:
+    """r(π) of ``regularized_nash`` for log π = ``l``, and the log best response log softmax(log μ + Pπ/τ)."""
+    br = torch.log_softmax(log_mu + _win_rates(P, l.exp()) / tau, dim=-1)
+    return torch.where(mu > 0, (l - br).abs(), 0.0).amax(-1), br
 
-    Each Newton point is mapped once more through the softmax, which keeps π positive and the convergence
-    quadratic; a step is kept only for the games whose regularized gap it lowers.
+
+def _newton(P: Tensor, mu: Tensor, log_mu: Tensor, tau: float, l: Tensor, residual_tol: float, steps: int = 20):
+    """Newton on G(π) = π − softmax(log μ + Pπ/τ), Jacobian I − (diag(s) − ssᵀ)P/τ, batched, from log π = l.
+
+    Each Newton point is mapped once more through the (log-)softmax, which keeps π positive, its small
+    entries exact in log space, and the convergence quadratic; a step is kept only for the games whose
+    residual r it lowers. Returns the log-policies and their residuals.
     """
     eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
-    gap = _reg_gap(P, pi, mu, tau)
+    res, br = _residual(P, mu, log_mu, tau, l)
     for _ in range(steps):
-        if gap.max() < tol:
+        todo = res >= residual_tol
+        if not todo.any():
             break
-        s = torch.softmax(log_mu + _win_rates(P, pi) / tau, dim=-1)
+        pi, s = l.exp(), br.exp()
         J = eye - (torch.diag_embed(s) - s.unsqueeze(-1) * s.unsqueeze(-2)) @ P / tau
         step = torch.linalg.solve(J, (pi - s).unsqueeze(-1)).squeeze(-1)
-        new = torch.softmax(log_mu + _win_rates(P, pi - step) / tau, dim=-1)
-        new_gap = _reg_gap(P, new, mu, tau)
-        better = new_gap < gap
+        new = torch.log_softmax(log_mu + _win_rates(P, pi - step) / tau, dim=-1)
+        new_res, new_br = _residual(P, mu, log_mu, tau, new)
+        better = todo & (new_res < res)
         if not better.any():
             break
-        pi = torch.where(better.unsqueeze(-1), new, pi)
-        gap = torch.where(better, new_gap, gap)
-    return pi, gap
+        keep = better.unsqueeze(-1)
+        l, br, res = torch.where(keep, new, l), torch.where(keep, new_br, br), torch.where(better, new_res, res)
+    return l, res

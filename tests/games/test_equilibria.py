@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lit_nash.games import (
+    MatrixGame,
     comal_cycle,
     duality_gap,
     egpo_random,
@@ -30,6 +31,54 @@ def J(P, pi1, pi2, mu, tau):
     """Regularized payoff J_τ(π1, π2; μ) = π1ᵀPπ2 − τ KL(π1‖μ) + τ KL(π2‖μ)."""
     payoff = (pi1.unsqueeze(-2) @ P @ pi2.unsqueeze(-1)).squeeze(-1).squeeze(-1)
     return payoff - tau * kl(pi1, mu) + tau * kl(pi2, mu)
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _bad_entry():
+    P = np.full((3, 3), 0.5)
+    P[0, 1], P[1, 0] = 1.2, -0.2  # P + Pᵀ = 1 still holds: only the range check catches it
+    return P
+
+
+def _not_complementary():
+    P = np.full((3, 3), 0.5)
+    P[0, 2], P[2, 0] = 0.6, 0.6
+    return P
+
+
+def _functions_of_P():
+    pi, mu = np.array([0.2, 0.3, 0.5]), np.full(3, 1 / 3)
+    return {
+        "nash_equilibrium": lambda P: nash_equilibrium(P),
+        "duality_gap": lambda P: duality_gap(P, pi),
+        "exploitability": lambda P: exploitability(P, pi),
+        "kl_to_nash": lambda P: kl_to_nash(P, pi),
+        "kl_to_nash(ne=)": lambda P: kl_to_nash(P, pi, ne=mu),
+        "regularized_duality_gap": lambda P: regularized_duality_gap(P, pi, mu, 0.1),
+        "regularized_nash": lambda P: regularized_nash(P, mu, 0.1),
+    }
+
+
+@pytest.mark.parametrize("name", list(_functions_of_P()))
+@pytest.mark.parametrize("bad", [_bad_entry, _not_complementary])
+@pytest.mark.parametrize("kind", ["numpy", "torch", "list"])
+def test_functions_of_P_reject_invalid_P_like_matrix_game(name, bad, kind):
+    P = bad()
+    with pytest.raises(ValueError) as expected:
+        MatrixGame(P=P)
+    assert "preference matrix" in str(expected.value)
+    P = {"numpy": P, "torch": torch.as_tensor(P), "list": P.tolist()}[kind]
+    with pytest.raises(ValueError) as got:
+        _functions_of_P()[name](P)
+    assert str(got.value) == str(expected.value)
+
+
+def test_functions_of_P_accept_a_valid_float32_P():
+    P = comal_cycle().P[0].float()  # within the validator's 1e-6 after float32 rounding
+    for name, fn in _functions_of_P().items():
+        assert np.all(np.isfinite(np.asarray(fn(P)))), name
 
 
 # ------------------------------------------------------------------------------------------ exact NE
@@ -131,6 +180,48 @@ def test_regularized_nash_reaches_machine_precision(tau):
     pi = regularized_nash(P, mu, tau)
     assert (pi > 0).all() and torch.allclose(pi.sum(-1), torch.ones(10, dtype=torch.float64))
     assert regularized_duality_gap(P, pi, mu, tau).max() < 1e-12
+
+
+def fixed_point_residual(P, pi, mu, tau):
+    """max_y |log π(y) − log softmax(log μ + Pπ/τ)(y)|, the residual regularized_nash's docstring defines."""
+    br = torch.log_softmax(mu.log() + (P @ pi.unsqueeze(-1)).squeeze(-1) / tau, -1)
+    return (pi.log() - br).abs().amax(-1)
+
+
+@pytest.mark.parametrize("tau", [0.02, 0.1])
+@pytest.mark.parametrize("K", [3, 10, 24])
+@pytest.mark.parametrize("ref", ["uniform", "gaussian"])
+def test_regularized_nash_fixed_point_residual(tau, K, ref):
+    # The gap alone stopped at residuals up to 4e-6 here (τ = 0.02, K = 3), with a gap < 1e-13.
+    for seed in range(6):
+        P = egpo_random(K, num_games=8, seed=seed).P
+        if ref == "uniform":
+            mu = torch.full((8, K), 1 / K, dtype=torch.float64)
+        else:
+            mu = random_policies((8, K), seed=100 + seed)
+        pi = regularized_nash(P, mu, tau)
+        assert fixed_point_residual(P, pi, mu, tau).max() < 1e-10, (seed, ref)
+        assert regularized_duality_gap(P, pi, mu, tau).max() < 1e-9, (seed, ref)
+
+
+def test_regularized_nash_residual_at_tiny_tau_and_outside_mu_support():
+    # At τ = 0.001 the gap stopped at residuals ~400 (tiny π(y) off by e^400); the default residual_tol is
+    # 1e-15/τ² there, the float64 floor being ~ε/τ².
+    P = egpo_random(10, num_games=4, seed=3).P
+    mu = random_policies((4, 10), seed=11)
+    mu[:, 0] = 0.0  # π*_τ has μ's support
+    mu = mu / mu.sum(-1, keepdim=True)
+    pi = regularized_nash(P, mu, 0.001)
+    assert (pi[:, 0] == 0).all() and (pi[:, 1:] > 0).all()
+    assert fixed_point_residual(P[:, 1:, 1:], pi[:, 1:], mu[:, 1:], 0.001).max() < 1e-9
+    assert regularized_duality_gap(P, pi, mu, 0.001).max() < 1e-12
+
+
+def test_regularized_nash_raises_on_an_unreachable_residual():
+    P = egpo_random(10, num_games=2, seed=0).P
+    mu = random_policies((2, 10), seed=6)
+    with pytest.raises(RuntimeError, match=r"max fixed-point residual .* \(residual_tol 1e-30\)"):
+        regularized_nash(P, mu, 0.1, residual_tol=1e-30)
 
 
 def test_regularized_nash_is_fast_at_small_tau():
