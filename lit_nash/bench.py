@@ -1,20 +1,19 @@
 """``python -m lit_nash bench [overrides]``: time a fixed number of online steps and print one JSON line.
 
 The run is ``fit``'s: the same config (``conf/bench.yaml`` is ``conf/fit.yaml`` with ``task=bench``, the
-shared CPU spec of ``conf/task/bench.yaml``), the same parts, the same Trainer loop, minus MLflow and
-checkpoints. What a benchmark adds is measurement:
+shared CPU spec of ``conf/task/bench.yaml``), the same parts (``lit_nash.build``), the same Trainer loop,
+minus MLflow and checkpoints. What a benchmark adds is measurement, through Lightning's profiler interface:
 
-* the wall time of every step, and its median over the steps after ``bench.warmup``;
-* the split of a step into generation (``policy.sample_groups``, which ``sample`` calls), preference calls (``preference.prob``),
-  no-grad log-prob passes (``policy.response_log_probs`` outside the update) and the update
-  (``policy.optimize``: the loss forward with grad, backward and the optimizer step), each as a median
-  over the same steps; what is left is ``other`` (labels bookkeeping, pair selection, the schedule);
+* the wall time of every step (one optimizer step), and its median over the steps after ``bench.warmup``;
+* the split of a step into generation, preference calls and no-grad log-prob passes (the rollout
+  service's ``generate``, ``preference`` and ``logprobs`` actions) and the update (Lightning's
+  ``run_training_batch``: the loss forward with grad, backward and the optimizer step), each as a median
+  over the same steps; what is left is ``other`` (pair selection, the schedule, metrics);
 * prompts/s and generated tokens/s (tokens up to and including EOS), peak memory (the process's peak RSS
   on CPU, peak allocated on CUDA), and the versions of everything that changes the figures;
 * optionally (``bench.dynamics``), the throughput of the closed-form matrix-game dynamics.
 
-Timers wrap the four entry points of this run's policy and preference objects (instance attributes, so
-nothing else is touched); on CUDA each timer synchronizes so that the time is the GPU's too.
+On CUDA each timed action synchronizes so that the time is the GPU's too.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.profilers import Profiler
 from omegaconf import DictConfig, open_dict
 
 PARTS = ("generate", "preference", "logprobs", "update")
@@ -42,9 +42,8 @@ def main(cfg: DictConfig) -> None:
 
 def bench(cfg: DictConfig) -> dict[str, Any]:
     import torch
-    from hydra.utils import instantiate
 
-    from lit_nash.fit import build_game_and_data, build_policy, build_preference, build_tiny_model
+    from lit_nash.build import build_run, build_trainer
     from lit_nash.rng import RNGCheckpoint
 
     spec = cfg.bench
@@ -52,15 +51,13 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(int(spec.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     build_spec_files(cfg)
-    game, data = build_game_and_data(cfg)
-    build_tiny_model(cfg, game)
-    preference = build_preference(cfg.preference, game)
-    algorithm = instantiate(cfg.algo)
-    policy = build_policy(cfg, game, data, algorithm, preference)
-    timer = StepTimer(policy, preference)
+    parts = build_run(cfg, evaluate=False)
+    algorithm, policy = parts.algorithm, parts.network
+    timer = StepTimer()
     quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
-    trainer = instantiate(cfg.trainer, **quiet, callbacks=[algorithm, RNGCheckpoint(cfg.seed), timer])
-    trainer.fit(policy, datamodule=data)
+    trainer = build_trainer(cfg, **quiet, profiler=timer.profiler, callbacks=[algorithm, RNGCheckpoint(cfg.seed), timer])
+    parts.rollouts.profiler = timer.profiler
+    trainer.fit(parts.policy, datamodule=parts.data)
     if len(timer.steps) <= spec.warmup:
         raise SystemExit(f"lit_nash bench: {len(timer.steps)} steps ran, not more than bench.warmup={spec.warmup}")
     kept = timer.steps[spec.warmup:]
@@ -80,7 +77,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "memory": "cuda_max_allocated" if policy.device.type == "cuda" else "max_rss",
         "threads": torch.get_num_threads(),
         "config": {"prompts_per_step": cfg.rollout.prompts_per_step, "max_new_tokens": cfg.policy.max_new_tokens,
-                   "k": cfg.algo.get("k"), "dtype": cfg.policy.dtype, "lr": cfg.policy.lr,
+                   "k": cfg.algo.get("k"), "dtype": cfg.policy.dtype, "lr": cfg.policy.optimizer.lr,
                    "lora": cfg.policy.lora is not None},
         "versions": versions(),
     }
@@ -119,68 +116,71 @@ def build_spec_files(cfg: DictConfig) -> None:
 
 
 # -- timing ----------------------------------------------------------------------------------------------
-class StepTimer(L.Callback):
-    """Per-step wall time and its split into the parts of an online step."""
+class StepProfiler(Profiler):
+    """Lightning's profiler interface, adding each timed action's seconds to the current step's dict."""
 
-    def __init__(self, policy, preference):
-        self.steps: list[dict[str, float]] = []
-        self._open: dict[str, float] | None = None
-        self._stack: list[str] = []
-        self._cuda = False
-        policy.sample_groups = self._timed(policy.sample_groups, "generate", count_tokens=policy)
-        policy.response_log_probs = self._timed(policy.response_log_probs, "logprobs")
-        policy.optimize = self._timed(policy.optimize, "update")
-        if preference is not None and hasattr(preference, "prob"):
-            preference.prob = self._timed(preference.prob, "preference")
+    ACTIONS = {"generate": "generate", "preference": "preference", "logprobs": "logprobs", "run_training_batch": "update"}
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._cuda = pl_module.device.type == "cuda"
-        self._sync()
-        self._open = {part: 0.0 for part in PARTS} | {"tokens": 0.0, "prompts": float(len(batch["prompt"]))}
-        self._open["start"] = time.perf_counter()
+    def __init__(self):
+        super().__init__()
+        self.current: dict[str, float] | None = None
+        self._started: dict[str, float] = {}
+        self.cuda = False
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._sync()
-        step = self._open
-        step["total"] = time.perf_counter() - step.pop("start")
-        step["other"] = step["total"] - sum(step[p] for p in PARTS)
-        self.steps.append(step)
-        self._open = None
+    def start(self, action_name: str) -> None:
+        if action_name in self.ACTIONS:
+            self._sync()
+            self._started[action_name] = time.perf_counter()
+
+    def stop(self, action_name: str) -> None:
+        started = self._started.pop(action_name, None)
+        if started is not None and self.current is not None:
+            self._sync()
+            self.current[self.ACTIONS[action_name]] += time.perf_counter() - started
 
     def _sync(self) -> None:
-        if self._cuda:
+        if self.cuda:
             import torch
 
             torch.cuda.synchronize()
 
-    def _timed(self, fn, part: str, count_tokens=None):
-        def wrapped(*args, **kwargs):
-            if self._open is None or (self._stack and part != "preference"):  # nested in another part: its time
-                return fn(*args, **kwargs)
-            with self._time(part):
-                out = fn(*args, **kwargs)
-            for group in out if count_tokens is not None else ():
-                responses = group[0] if isinstance(group, tuple) else group
+    def summary(self) -> str:
+        return ""
+
+
+class StepTimer(L.Callback):
+    """Per-step wall time (from the end of one step to the end of the next: the rollout, the update, the
+    callbacks) and its split into the parts of an online step; generated tokens counted from the rollout."""
+
+    def __init__(self):
+        self.profiler = StepProfiler()
+        self.steps: list[dict[str, float]] = []
+        self._last_rollout = None
+        self._open()
+
+    def _open(self) -> None:
+        self.profiler.current = {part: 0.0 for part in PARTS} | {"tokens": 0.0, "prompts": 0.0}
+        self._start = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.profiler.cuda = pl_module.device.type == "cuda"
+        self.profiler._sync()
+        self._open()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.profiler._sync()
+        step = self.profiler.current
+        step["total"] = time.perf_counter() - self._start
+        step["other"] = step["total"] - sum(step[p] for p in PARTS)
+        if batch is not self._last_rollout and hasattr(batch, "samples"):  # a round's later epochs sample nothing
+            step["prompts"] = float(len(set(batch.prompt.tolist())))
+            network = pl_module.network
+            for responses in batch.samples.values():
                 if responses.dim() == 3:  # an LM's token ids (N, k, T): count up to and including EOS
-                    self._open["tokens"] += float(count_tokens.response_mask(responses).sum())
-            return out
-
-        return wrapped
-
-    @contextmanager
-    def _time(self, part: str):
-        self._sync()
-        self._stack.append(part)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            elapsed = time.perf_counter() - start
-            self._stack.pop()
-            self._open[part] += elapsed
-            if self._stack:  # a preference call inside another part: count it once, as preference
-                self._open[self._stack[-1]] -= elapsed
+                    step["tokens"] += float(network.response_mask(responses).sum())
+            self._last_rollout = batch
+        self.steps.append(step)
+        self._open()
 
 
 def peak_memory_mb(device) -> float:
@@ -204,15 +204,16 @@ def versions() -> dict[str, str]:
 
 
 # -- the closed-form dynamics ------------------------------------------------------------------------------
-def dynamics_throughput(games: int, actions: int, steps: int, algos: list[str], seed: int = 0) -> dict[str, Any]:
+def dynamics_throughput(games: int, actions: int, steps: int, algos: list[str] | None = None, seed: int = 0) -> dict[str, Any]:
     """Seconds to run each algorithm's exact dynamics on ``games`` random ``actions``×``actions`` games for
-    ``steps`` steps (``lit_nash.games.dynamics.simulate``, float64, one batched tensor program)."""
+    ``steps`` steps (``lit_nash.algorithms.simulate``, float64, one batched tensor program)."""
     import torch
 
     from lit_nash.algorithms import ALGORITHMS
+    from lit_nash.algorithms.simulate import simulate
     from lit_nash.games import egpo_random
-    from lit_nash.games.dynamics import simulate
 
+    algos = list(ALGORITHMS) if algos is None else list(algos)
     unknown = sorted(set(algos) - set(ALGORITHMS))
     if unknown:
         raise SystemExit(f"lit_nash bench: bench.dynamics.algos has unknown algorithms {unknown}; choose from {sorted(ALGORITHMS)}")

@@ -26,7 +26,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_nash.tracking import CONFIG_KEY, RUN_KEY
+from lit_nash.tracking import CONFIG_KEY, RUN_KEY, checkpoint_of_run, latest_checkpoint
+from lit_nash.validate import integer
 
 LAST = "last.ckpt"
 PENDING = "lit_nash_pending_metrics"  # the saved step's metrics, not yet sent to the loggers when it was saved
@@ -64,9 +65,8 @@ class LastCheckpoint(ModelCheckpoint):
     on a stop signal) and always at the end of training; never on an exception."""
 
     def __init__(self, dirpath: str, every_n_steps: int):
-        if isinstance(every_n_steps, bool) or int(every_n_steps) != every_n_steps or every_n_steps < 0:
-            raise ValueError(f"checkpoint.every_n_steps must be an integer >= 0 (0 = only at the end), got {every_n_steps}")
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=int(every_n_steps),
+        every_n_steps = integer("checkpoint.every_n_steps", every_n_steps, 0, "0 = only at the end")
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_steps,
                          every_n_epochs=0, enable_version_counter=False, save_on_train_epoch_end=False)
 
     @property
@@ -152,26 +152,10 @@ def find_checkpoint(resume: str, tracking_uri: str | None, experiment: str | Non
             return candidate
     if path.is_dir():
         raise FileNotFoundError(f"resume={resume!r}: the folder holds no {LAST} (nor checkpoints/{LAST})")
-    if resume == "last" or _RUN_ID.fullmatch(resume):
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
-        if resume != "last":
-            try:
-                run = client.get_run(resume)
-            except Exception as e:  # mlflow raises its own MlflowException for an unknown id
-                raise FileNotFoundError(f"resume={resume!r}: no such MLflow run in {tracking_uri}") from e
-            tag = run.data.tags.get("checkpoint")
-            if not tag or not Path(tag).is_file():
-                raise FileNotFoundError(f"resume={resume!r}: the run has no checkpoint on disk (tag checkpoint={tag!r})")
-            return Path(tag)
-        found = client.get_experiment_by_name(experiment) if experiment else None
-        runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"]) if found else []
-        for run in runs:
-            tag = run.data.tags.get("checkpoint")
-            if tag and Path(tag).is_file():
-                return Path(tag)
-        raise FileNotFoundError(f"resume=last: no run of experiment {experiment!r} in {tracking_uri} has a checkpoint on disk")
+    if resume == "last":
+        return latest_checkpoint(tracking_uri, experiment)
+    if _RUN_ID.fullmatch(resume):
+        return checkpoint_of_run(tracking_uri, resume)
     raise FileNotFoundError(
         f"resume={resume!r} is neither a checkpoint file, a run folder, an MLflow run id (32 hex digits) nor 'last'"
     )
@@ -216,3 +200,30 @@ def resumed_config(command: Any, stored: dict[str, Any], overrides: list[str]):
         config.resume = command.resume
         config.callbacks = plain(command.get("callbacks")) or {}
     return config
+
+
+class RunRecord(L.Callback):
+    """Makes a run reloadable and resumable: every checkpoint carries the run's resolved config and its MLflow
+    run (plain values, so ``torch.load(weights_only=True)`` still reads them), and the MLflow run gets the
+    tag ``checkpoint`` with its checkpoint's path as soon as it starts (``resume=<run id>`` finds it even
+    after a SIGKILL)."""
+
+    def __init__(self, config: dict[str, Any], checkpoint_path: str | None = None):
+        self.config = config
+        self.checkpoint_path = checkpoint_path
+        self.run: dict[str, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = trainer.logger
+        run_id = getattr(logger, "run_id", None) if trainer.is_global_zero else None
+        if run_id:
+            self.run = {"run_id": run_id, "tracking_uri": getattr(logger, "_tracking_uri", None)}
+            if self.checkpoint_path:
+                logger.experiment.set_tag(run_id, "checkpoint", self.checkpoint_path)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+        checkpoint[RUN_KEY] = self.run
+
+
+# -- reading and writing an MLflow store ----------------------------------------------------------------

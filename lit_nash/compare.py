@@ -28,7 +28,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-LOG_FLOOR = 1e-16  # non-positive values are clipped here on a log axis
+from lit_nash.plots import plot_curves, plot_win_rates
+
+# MLflow would create an empty store at a sqlite path without a file; say there is none instead
+NO_STORE = ("lit_nash compare: no MLflow store at tracking_uri={uri} (no file {db}); "
+            "run `python -m lit_nash fit` here first, or point tracking_uri at the store")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="compare")
@@ -122,30 +126,13 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, gro
     of the ``group_by`` keys (see the module docstring), sorted by those values."""
     keys = group_keys(group_by)
     names = short_names(keys)
-    from mlflow import MlflowClient
+    from lit_nash import tracking
 
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
-        if not db.is_file():  # MLflow would create an empty store there; say there is none instead
-            raise SystemExit(f"lit_nash compare: no MLflow store at tracking_uri={tracking_uri} (no file {db}); "
-                             "run `python -m lit_nash fit` here first, or point tracking_uri at the store")
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    existing = sorted(e.name for e in client.search_experiments())
-    if found is None:
-        raise SystemExit(f"lit_nash compare: no experiment {experiment!r} in {tracking_uri}; "
-                         f"the experiments there are {existing}")
-
-    runs, token = [], None
-    while True:
-        page = client.search_runs([found.experiment_id], filter_string=filter_string or "", page_token=token)
-        runs += [r for r in page if r.info.status == "FINISHED"]
-        token = page.token
-        if not token:
-            break
+    client = tracking.client(tracking_uri, missing=NO_STORE)
+    runs = tracking.finished_runs(client, experiment, filter_string, "compare")
     if not runs:
         raise SystemExit(f"lit_nash compare: no finished runs in experiment {experiment!r} of {tracking_uri}"
-                         f" with filter={filter_string!r}; the experiments there are {existing}")
+                         f" with filter={filter_string!r}; the experiments there are {tracking.experiment_names(client)}")
 
     groups: dict[tuple, list[dict]] = {}
     untagged = 0
@@ -156,12 +143,9 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, gro
             continue
         history = {}
         for metric in metrics:
-            points = client.get_metric_history(run.info.run_id, metric)
+            points = tracking.metric_history(client, run.info.run_id, metric)
             if points:
-                last = {}
-                for p in sorted(points, key=lambda p: (p.step, p.timestamp)):
-                    last[p.step] = p.value  # a step logged twice keeps its latest value
-                history[metric] = sorted(last.items())
+                history[metric] = points
         groups.setdefault(values, []).append({"seed": run.data.tags.get("seed", "?"), "values": values, "history": history})
     what = f"a {keys[0]!r} tag" if len(keys) == 1 and "." not in keys[0] else f"any of group_by={keys}"
     if untagged:
@@ -227,90 +211,19 @@ def to_markdown(rows: list[dict], metrics: list[str], title: str) -> str:
     return "\n".join(lines)
 
 
-LINE_STYLES = ["-", "--", ":", "-."]
-
-
-def line_styles(groups: dict[str, list[dict]], n_colors: int) -> list[tuple[int, int]]:
-    """(colour index, line-style index) per group. With several group keys and at most 4 values of the first
-    (the algorithm, say), the first key picks the line style and the others the colour, so that equal
-    settings share a colour across algorithms; otherwise colours in turn, a new style every n_colors groups."""
-    values = [runs[0].get("values", (name,)) for name, runs in groups.items()]
-    firsts = list(dict.fromkeys(v[0] for v in values))
-    rests = list(dict.fromkeys(tuple(x for x in v[1:] if x is not None) for v in values))
-    if values and len(values[0]) > 1 and len(firsts) <= len(LINE_STYLES) and 1 < len(rests) <= n_colors:
-        return [(rests.index(tuple(x for x in v[1:] if x is not None)), firsts.index(v[0])) for v in values]
-    return [(i % n_colors, (i // n_colors) % len(LINE_STYLES)) for i in range(len(values))]
-
-
-def plot_curves(groups: dict[str, list[dict]], metric: str, group_by: str, log: bool, path: Path, title: str) -> None:
-    """One line per group, a min..max band over its seeds (colours and line styles: ``line_styles``); past 6
-    groups the legend goes to the right of the axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    many = len(groups) > 6
-    fig, ax = plt.subplots(figsize=(10, 5) if many else (7, 4.5), dpi=120)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    looks = line_styles(groups, len(colors))
-    for (name, runs), (color_index, style_index) in zip(groups.items(), looks):
-        histories = [dict(r["history"][metric]) for r in runs if metric in r["history"]]
-        if not histories:
-            continue
-        steps = sorted(set.intersection(*(set(h) for h in histories)))  # the steps every seed logged
-        if not steps:
-            continue
-        values = np.array([[h[s] for s in steps] for h in histories], dtype=float)
-        if log:
-            values = np.clip(values, LOG_FLOOR, None)
-        mean = values.mean(axis=0)
-        color, style = colors[color_index], LINE_STYLES[style_index]
-        ax.plot(steps, mean, color=color, linestyle=style, label=f"{name} (n={len(histories)})")
-        if len(histories) > 1:
-            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, linewidth=0)
-    if log:
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric + (" (log scale)" if log else ""))
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        legend_title = f"{group_by}: mean over seeds, band min..max"
-        if many:
-            ax.legend(title=legend_title, fontsize="x-small", title_fontsize="small", loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-        else:
-            ax.legend(title=legend_title, fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def plot_latest_evaluation(tracking_uri: str, eval_experiment: str, experiment: str, out: Path) -> Path | None:
     """``win_rate_matrix.png``: the heatmap of the latest finished ``eval`` of this experiment's runs (an eval
     run tagged ``source_experiment``), redrawn from its ``win_rate_matrix.json``; None if there is none."""
     import json
-    import tempfile
 
-    from mlflow import MlflowClient
+    from lit_nash import tracking
 
-    from lit_nash.eval import plot_win_rates
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(eval_experiment)
-    if found is None:
+    client = tracking.client(tracking_uri)
+    run_id = tracking.latest_eval_run(client, eval_experiment, experiment)
+    if run_id is None:
         return None
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.source_experiment = '{experiment}'",
-                              order_by=["attributes.start_time DESC"], max_results=5)
-    runs = [r for r in runs if r.info.status == "FINISHED"]
-    if not runs:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(client.download_artifacts(runs[0].info.run_id, "win_rate_matrix.json", tmp)) as f:
-            r = json.load(f)
+    r = json.loads(tracking.download_artifact(client, run_id, "win_rate_matrix.json"))
     path = out / "win_rate_matrix.png"
     plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], path,
-                   f"eval run {runs[0].info.run_id[:8]}: {r['prompts']} prompts × {r['samples']} samples, ± the 95% half-width")
+                   f"eval run {run_id[:8]}: {r['prompts']} prompts × {r['samples']} samples, ± the 95% half-width")
     return path

@@ -1,7 +1,7 @@
 """``python -m lit_nash eval``: trained policies against their references and against each other.
 
 Each policy is rebuilt from a checkpoint of ``fit`` (checkpoints carry the run's resolved config, see
-``lit_nash.tracking.RunRecord``), given by path or by MLflow run id (the run's ``checkpoint`` tag), or taken
+``lit_nash.checkpointing.RunRecord``), given by path or by MLflow run id (the run's ``checkpoint`` tag), or taken
 from every finished run of an experiment. One preference model judges every match: the one chosen with
 ``preference=<option>``, else the first policy's own. Printed and written to ``out``:
 
@@ -25,6 +25,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lit_nash.plots import plot_win_rates
+
+NO_STORE = ("lit_nash eval: no MLflow store at tracking_uri={uri}; give checkpoint paths, "
+            "or point tracking_uri at the store the runs went to")
+
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
@@ -34,17 +39,19 @@ def main(cfg: DictConfig) -> None:
 @dataclass
 class Player:
     name: str
-    policy: Any
+    policy: Any  # the policy network, rebuilt from its checkpoint
     config: DictConfig  # the run's resolved config, from the checkpoint
     game: Any  # None for a prompt dataset
     checkpoint: str
+    rollouts: Any = None  # its sampling and labeling (lit_nash.rollout.Rollouts), made once the judge is known
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run every match, print the tables, write the files, log the MLflow run; returns the numbers."""
     import torch
 
-    from lit_nash.fit import build_preference
+    from lit_nash.build import build_generator, build_preference
+    from lit_nash.rollout import Rollouts, reads_text
 
     source = None if cfg.policies else str(cfg.experiment)  # compare draws the latest evaluation of its experiment
     specs = [str(s) for s in cfg.policies] or runs_of(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter)
@@ -54,11 +61,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     first = players[0]
     node = cfg.preference if cfg.get("preference") is not None else first.config.preference
     preference = build_preference(node, first.game, node.get("_target_"))
-    if not hasattr(preference, "prob_text") and any(hasattr(p.policy, "decode") != hasattr(first.policy, "decode") for p in players):
+    if not reads_text(preference) and any(hasattr(p.policy, "decode") != hasattr(first.policy, "decode") for p in players):
         raise SystemExit("lit_nash eval: an exact game oracle reads response ids; the policies must be all tabular or all LMs")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for p in players:
         p.policy.to(device).eval()
+        p.rollouts = Rollouts(p.policy, build_generator(p.config, p.policy), preference)
     if isinstance(preference, torch.nn.Module):
         preference.to(device)
 
@@ -68,11 +76,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     prompt = torch.arange(N, device=device)
     torch.manual_seed(int(cfg.seed))
     k = len(players)
-    vs_ref = [match(preference, prompt, p.policy, p.policy, n, int(cfg.batch_size), b_source="ref") for p in players]
+    vs_ref = [match(preference, prompt, p.rollouts, p.rollouts, n, int(cfg.batch_size), b_source="ref") for p in players]
     matrix = [[None] * k for _ in range(k)]
     for i in range(k):
         for j in range(i + 1, k):
-            matrix[i][j] = match(preference, prompt, players[i].policy, players[j].policy, n, int(cfg.batch_size))
+            matrix[i][j] = match(preference, prompt, players[i].rollouts, players[j].rollouts, n, int(cfg.batch_size))
     result = {
         "policies": [p.name for p in players],
         "checkpoints": [p.checkpoint for p in players],
@@ -92,7 +100,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     markdown = report(result)
     client = run = None
     if cfg.log_experiment:
-        client, run = start_run(result, str(cfg.tracking_uri), str(cfg.log_experiment))
+        from lit_nash.tracking import start_eval_run
+
+        client, run = start_eval_run(str(cfg.tracking_uri), str(cfg.log_experiment), result["policies"],
+                                     result["source_experiment"])
         result["mlflow_run_id"] = run
     (out / "table.md").write_text(markdown + "\n")
     write_files(result, out)
@@ -108,14 +119,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 # -- policies from checkpoints and runs ----------------------------------------------------------------
 def runs_of(tracking_uri: str, experiment: str, filter_string: str | None) -> list[str]:
     """Ids of the finished runs of an experiment (oldest first) that have a checkpoint."""
-    client = _client(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise SystemExit(f"lit_nash eval: no experiment {experiment!r} in {tracking_uri}; the experiments there are {names}")
-    runs = client.search_runs([found.experiment_id], filter_string=filter_string or "", max_results=10_000,
-                              order_by=["attributes.start_time ASC"])
-    ids = [r.info.run_id for r in runs if r.info.status == "FINISHED" and "checkpoint" in r.data.tags]
+    from lit_nash.tracking import client, finished_runs
+
+    runs = finished_runs(client(tracking_uri, missing=NO_STORE), experiment, filter_string, "eval")
+    ids = [r.info.run_id for r in runs if "checkpoint" in r.data.tags]
     if not ids:
         raise SystemExit(f"lit_nash eval: no finished run with a checkpoint in experiment {experiment!r} "
                          f"with filter={filter_string!r}; give policies=[<checkpoint>, ...] instead")
@@ -125,9 +132,9 @@ def runs_of(tracking_uri: str, experiment: str, filter_string: str | None) -> li
 def load_player(spec: str, tracking_uri: str) -> Player:
     """A policy from a checkpoint path or an MLflow run id, rebuilt from the config its checkpoint carries."""
     import torch
-    from hydra.utils import instantiate
 
-    from lit_nash.fit import build_game_and_data, build_policy
+    from lit_nash.algorithms import registry
+    from lit_nash.build import build_data, build_game, build_network
     from lit_nash.tracking import CONFIG_KEY
 
     path, name = Path(spec), None
@@ -149,14 +156,15 @@ def load_player(spec: str, tracking_uri: str) -> Player:
     if CONFIG_KEY not in checkpoint:
         raise SystemExit(f"lit_nash eval: {str(path)!r} holds no run config: it was not written by `python -m lit_nash fit`")
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    game, data = build_game_and_data(cfg)
-    policy = build_policy(cfg, game, data, algorithm=None, preference=None)
-    policy.on_load_checkpoint(checkpoint)
-    # a tabular policy keeps its game oracle as a submodule; the judge here is chosen separately
-    policy.load_state_dict({k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("preference.")})
+    game = build_game(cfg)
+    policy = build_network(cfg, game, build_data(cfg, game))
+    state = {k[len("network."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("network.")}
+    policy.register_checkpoint(state)
+    policy.load_state_dict(state)
     if name is None:
         task = game.name if game is not None else Path(str(cfg.data.path)).stem
-        name = cfg.logger.get("run_name") or f"{instantiate(cfg.algo).name}-{task}-seed{cfg.seed}"
+        algo = next((a.name for a in registry().values() if a.__name__ == str(cfg.algo._target_).rsplit(".", 1)[-1]), "policy")
+        name = cfg.logger.get("run_name") or f"{algo}-{task}-seed{cfg.seed}"
     return Player(name, policy, cfg, game, str(path))
 
 
@@ -188,22 +196,13 @@ def shared_prompt_count(players: list[Player]) -> int:
     return len(prompts0) if isinstance(prompts0, list) else int(prompts0)
 
 
-def _client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        raise SystemExit(f"lit_nash eval: no MLflow store at tracking_uri={tracking_uri}; give checkpoint paths, "
-                         "or point tracking_uri at the store the runs went to")
-    return MlflowClient(tracking_uri)
-
-
 def _run(run_id: str, tracking_uri: str):
-    from mlflow.exceptions import MlflowException
+    from lit_nash.tracking import client, get_run
 
-    try:
-        return _client(tracking_uri).get_run(run_id)
-    except MlflowException:
-        raise SystemExit(f"lit_nash eval: {run_id!r} is neither a checkpoint file nor a run id in {tracking_uri}") from None
+    run = get_run(client(tracking_uri, missing=NO_STORE), run_id)
+    if run is None:
+        raise SystemExit(f"lit_nash eval: {run_id!r} is neither a checkpoint file nor a run id in {tracking_uri}")
+    return run
 
 
 # -- matches and exact values --------------------------------------------------------------------------
@@ -282,58 +281,17 @@ def write_files(r: dict[str, Any], out: Path) -> None:
                    f"{r['prompts']} prompts × {r['samples']} samples, ± the 95% half-width")
 
 
-def plot_win_rates(names: list[str], rates, ci95, path: Path, title: str) -> None:
-    """The win-rate matrix as a heatmap centred on ½, each cell annotated with its value and interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    k = len(names)
-    M = np.asarray(rates, dtype=float)
-    label = max(len(n) for n in names)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * k + 0.07 * label, 1.8 + 0.9 * k + 0.05 * label))
-    im = ax.imshow(M, cmap="RdBu_r", vmin=0.0, vmax=1.0)
-    for i in range(k):
-        for j in range(k):
-            text = "½" if i == j else f"{M[i, j]:.2f}\n±{ci95[i][j]:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="white" if abs(M[i, j] - 0.5) > 0.3 else "black")
-    ax.set_xticks(range(k), names, rotation=35, ha="right")
-    ax.set_yticks(range(k), names)
-    ax.set_title("P(row ≻ column)", fontsize=11)
-    ax.set_xlabel(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def start_run(r: dict[str, Any], tracking_uri: str, experiment: str):
-    """The evaluation's MLflow run (created first, so the files can name it): (client, run id)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=f"eval-{len(r['policies'])}-policies",
-                            tags={"command": "eval", "policies": ", ".join(r["policies"])[:5000],
-                                  **({"source_experiment": r["source_experiment"]} if r["source_experiment"] else {})})
-    return client, run.info.run_id
-
-
 def log_run(client, rid: str, r: dict[str, Any], out: Path, cfg: DictConfig) -> None:
     """Params, a metric per policy, the files as artifacts; then the run is finished."""
-    for key, value in {"prompts": r["prompts"], "samples": r["samples"], "seed": cfg.seed,
-                       "preference": r["preference"]}.items():
-        client.log_param(rid, key, value)
+    from lit_nash.tracking import log_eval_run
+
+    params = {"prompts": r["prompts"], "samples": r["samples"], "seed": cfg.seed, "preference": r["preference"]}
+    metrics = {}
     for i, name in enumerate(r["policies"]):
-        client.log_metric(rid, f"win_rate_vs_ref/{name}", r["win_rate_vs_ref"][i])
-        client.log_metric(rid, f"win_rate_vs_ref_ci95/{name}", r["win_rate_vs_ref_ci95"][i])
+        metrics[f"win_rate_vs_ref/{name}"] = r["win_rate_vs_ref"][i]
+        metrics[f"win_rate_vs_ref_ci95/{name}"] = r["win_rate_vs_ref_ci95"][i]
         if "exact_gaps" in r:
-            client.log_metric(rid, f"exact_win_rate_vs_ref/{name}", r["exact_win_rate_vs_ref"][i])
+            metrics[f"exact_win_rate_vs_ref/{name}"] = r["exact_win_rate_vs_ref"][i]
             for key, value in r["exact_gaps"][i].items():
-                client.log_metric(rid, f"{key}/{name}", value)
-    client.log_artifacts(rid, str(out))
-    client.set_terminated(rid)
+                metrics[f"{key}/{name}"] = value
+    log_eval_run(client, rid, params, metrics, out)

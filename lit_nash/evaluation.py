@@ -23,7 +23,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_nash.rollout import check_probabilities, label
+from lit_nash.generation.base import SamplingGroup
+from lit_nash.rollout import label
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 SNAPSHOT = "eval_prev"  # the policy as of the previous evaluation (win_rate_vs_snapshot's opponent)
@@ -61,30 +62,26 @@ class Match:
         return WinRate.of(self.p)
 
 
-def texts(policy, responses: Tensor) -> list[str]:
+def texts(player, responses: Tensor) -> list[str]:
     """Responses as text: an LM decodes its ids; a tabular policy's responses are action indices."""
-    if hasattr(policy, "decode"):
-        return policy.decode(responses)
+    if player.reader is not None:
+        return player.reader.decode(responses)
     return [str(int(a)) for a in responses.flatten().tolist()]
 
 
-def prompt_texts(policy, prompt: Tensor) -> list[str]:
-    return [policy.prompt_text(i) if hasattr(policy, "prompt_text") else f"prompt {i}" for i in prompt.tolist()]
+def prompt_texts(player, prompt: Tensor) -> list[str]:
+    return [player.reader.prompt_text(i) if player.reader is not None else f"prompt {i}" for i in prompt.tolist()]
 
 
 @torch.no_grad()
 def play_match(preference, prompt: Tensor, a, b, n: int, a_source: str = "policy", b_source: str = "policy") -> Match:
-    """Player ``a`` (a policy, as ``a_source``: the policy itself or one of its snapshots) against player
-    ``b`` on ``prompt`` (N,), n pairs per prompt. A text preference model reads each player's responses
+    """Player ``a`` (a ``Rollouts``: a policy network and its generator, sampling as ``a_source``, the policy
+    itself or one of its snapshots) against player ``b`` on ``prompt`` (N,), n pairs per prompt, labeled
+    through ``lit_nash.rollout.label`` as in training: a text preference model reads each player's responses
     through that player's own tokenizer; an exact oracle reads ids (the players share the game)."""
-    ra = a.sample(prompt, n, source=a_source)
-    rb = b.sample(prompt, n, source=b_source)
-    if hasattr(preference, "prob_text"):
-        prompts = [x for x in prompt_texts(a, prompt) for _ in range(n)]
-        p = preference.prob_text(prompts, texts(a, ra), texts(b, rb)).view(prompt.shape[0], n)
-        p = check_probabilities(p, prompt)
-    else:
-        p = label(preference, prompt.to(ra.device), ra, rb.to(ra.device))
+    (ra,) = a.sample(prompt, [SamplingGroup(k=n, source=a_source)])
+    (rb,) = b.sample(prompt, [SamplingGroup(k=n, source=b_source)])
+    p = label(preference, prompt.to(ra.device), ra, rb.to(ra.device), a.reader, b.reader)
     return Match(ra, rb, p.detach().cpu())
 
 
@@ -116,9 +113,13 @@ class PeriodicEval(L.Callback):
         self.every, self.prompts, self.samples, self.rows, self.seed = every_n_steps, prompts, samples, table_rows, seed
         self._before = 0
 
+    def attach(self, rollouts) -> None:
+        """The run's sampling and labeling (``lit_nash.rollout.Rollouts``)."""
+        self.rollouts = rollouts
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not pl_module.has_snapshot(SNAPSHOT):  # a resumed run brings its own from the checkpoint
-            pl_module.refresh_snapshot(SNAPSHOT)
+        if not pl_module.network.has_snapshot(SNAPSHOT):  # a resumed run brings its own from the checkpoint
+            pl_module.network.refresh_snapshot(SNAPSHOT)
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
         self._before = trainer.global_step
@@ -130,28 +131,28 @@ class PeriodicEval(L.Callback):
             self.evaluate(trainer, pl_module, step)
 
     @torch.no_grad()
-    def evaluate(self, trainer: L.Trainer, policy: L.LightningModule, step: int) -> dict[str, float]:
-        count = len(policy.prompts) if hasattr(policy, "prompts") else policy.logits.shape[0]
-        prompt = torch.arange(min(self.prompts, count), device=policy.device)
-        devices = [policy.device] if policy.device.type == "cuda" else []
+    def evaluate(self, trainer: L.Trainer, module: L.LightningModule, step: int) -> dict[str, float]:
+        player, network = self.rollouts, module.network
+        prompt = torch.arange(min(self.prompts, network.num_prompts), device=module.device)
+        devices = [module.device] if module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed((self.seed * 1_000_003 + step) % 2**63)
             matches = {
-                "ref": play_match(policy.preference, prompt, policy, policy, self.samples, b_source="ref"),
-                "snapshot": play_match(policy.preference, prompt, policy, policy, self.samples, b_source=SNAPSHOT),
+                "ref": play_match(player.preference, prompt, player, player, self.samples, b_source="ref"),
+                "snapshot": play_match(player.preference, prompt, player, player, self.samples, b_source=SNAPSHOT),
             }
         metrics = {}
         for opponent, match in matches.items():
             rate = match.win_rate
             metrics[f"eval/win_rate_vs_{opponent}"] = rate.mean
             metrics[f"eval/win_rate_vs_{opponent}/ci95"] = rate.ci95
-        policy.refresh_snapshot(SNAPSHOT)
+        network.refresh_snapshot(SNAPSHOT)
         logger = trainer.logger
         if logger is not None:
             logger.log_metrics(metrics, step=step - 1)  # the step axis of train/* and game/*: update s+1 → s
             if self.rows and trainer.is_global_zero and getattr(logger, "run_id", None):
                 table = [row for name, m in matches.items()
-                         for row in completion_rows(step, name, m, policy, policy, prompt, self.rows)]
+                         for row in completion_rows(step, name, m, player, player, prompt, self.rows)]
                 columns = {key: [row[key] for row in table] for key in table[0]}
                 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log_table appends by downloading
                 logger.experiment.log_table(logger.run_id, data=columns, artifact_file="completions.json")

@@ -1,13 +1,12 @@
 """``python -m lit_nash fit``: the training recipe, top to bottom.
 
-Everything is instantiated here, at the edge, from ``conf/fit.yaml``; the parts below receive built
-objects. One run = one game, one algorithm, one policy with its reference, one preference oracle, one
+The parts are built from ``conf/fit.yaml`` by ``lit_nash.build`` (the only place that instantiates); the
+parts below receive built objects. One run = one game, one algorithm, one policy with its reference, one preference oracle, one
 DataModule, one Lightning Trainer and one MLflow run.
 """
 
 from __future__ import annotations
 
-import inspect
 import signal
 import sys
 import time
@@ -16,8 +15,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="fit")
@@ -32,12 +30,11 @@ def fit(cfg: DictConfig) -> float | None:
 
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    from lit_nash.checkpointing import AtomicCheckpointIO, LastCheckpoint, StopOnSignal
-    from lit_nash.evaluation import PeriodicEval
-    from lit_nash.metrics import GameMetrics
+    from lit_nash.build import build_callbacks, build_logger, build_run, build_trainer
+    from lit_nash.checkpointing import AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
-    from lit_nash.tracking import RunRecord, flat_params, summary_line
+    from lit_nash.tracking import flat_params, summary_line
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     resume_from, run = None, {}
@@ -45,32 +42,26 @@ def fit(cfg: DictConfig) -> float | None:
         cfg, resume_from, run = _resume(cfg)
         choices = {}  # the command's group choices are not the run's: its config is the checkpoint's
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    game, data = build_game_and_data(cfg, choices)
-    build_tiny_model(cfg, game)
-    preference = build_preference(cfg.preference, game, choices.get("preference"))
-    algorithm = instantiate(cfg.algo)
-    policy = build_policy(cfg, game, data, algorithm, preference)
-    if hasattr(preference, "read_with") and not hasattr(policy, "decode"):
-        raise ValueError(f"preference={choices.get('preference')} judges text and policy={choices.get('policy')} "
-                         "writes none: use a language-model policy (task=token_game or task=text)")
-    metrics = GameMetrics(game.P, tau=cfg.metrics.tau) if game is not None else None
+    parts = build_run(cfg, choices)
+    game, algorithm = parts.game, parts.algorithm
 
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
     tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed)}
-    logger = instantiate(
-        cfg.logger, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}",
+    logger = build_logger(
+        cfg, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}",
         **({"run_id": run["run_id"]} if run.get("run_id") else {}),  # a resumed run logs on into its own MLflow run
     )
-    evaluation = PeriodicEval(**cfg.eval, seed=cfg.seed) if cfg.get("eval") and cfg.eval.every_n_steps else None
     saving = cfg.trainer.get("enable_checkpointing", True) is not False
     checkpoint = LastCheckpoint(cfg.checkpoint.dir, cfg.checkpoint.every_n_steps) if saving else None
     stop = StopOnSignal(checkpoint) if saving else None
     record = RunRecord(OmegaConf.to_container(cfg, resolve=True), str(checkpoint.path) if saving else None)
-    callbacks = [c for c in (algorithm, metrics, evaluation, RNGCheckpoint(cfg.seed), record, stop, checkpoint) if c is not None]
-    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # the user's own
+    callbacks = [c for c in (algorithm, parts.metrics, parts.evaluation, RNGCheckpoint(cfg.seed), record, stop, checkpoint)
+                 if c is not None]
+    callbacks += build_callbacks(cfg.get("callbacks"))  # the user's own
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    trainer: L.Trainer = build_trainer(cfg, logger=logger, callbacks=callbacks)
+    parts.rollouts.profiler = trainer.profiler
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # FSDP's sharded checkpoints keep their own
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     if resume_from is None:
@@ -81,8 +72,8 @@ def fit(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     with warnings.catch_warnings():  # ModelCheckpoint asks manual-optimization modules to keep pre-step weights
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-        trainer.fit(policy, datamodule=data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
-    final = metrics.final(policy) if metrics is not None else {
+        trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
+    final = parts.metrics.final(parts.policy) if parts.metrics is not None else {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
     }
     if trainer.is_global_zero:
@@ -112,49 +103,3 @@ def _resume(cfg: DictConfig):
     print(f"lit_nash fit: resuming from {path}" + (f" (MLflow run {run['run_id']})" if run.get("run_id") else ""),
           file=sys.stderr)
     return config, str(path), run
-
-
-# -- the parts of a run, built from its config (also how ``eval`` rebuilds a policy from a checkpoint) ------
-def build_game_and_data(cfg: DictConfig, choices: dict | None = None):
-    """The game (None for a prompt dataset) and the DataModule; a run needs exactly one source of prompts."""
-    choices = choices or {}
-    game = instantiate(cfg.game) if cfg.get("game") is not None else None
-    if (game is None) != ("path" in cfg.data):
-        raise ValueError(
-            "a run takes its prompts from a game (game=<name> with data=game) or from a dataset (~game with "
-            f"data=prompts data.path=<file>, as task=text does); got game={choices.get('game')} data={choices.get('data')}"
-        )
-    data = instantiate(cfg.data, **({} if game is None else {"num_prompts": game.num_prompts}))
-    return game, data
-
-
-def build_preference(node: DictConfig, game, choice: str | None = None):
-    """The preference model of a ``preference`` config node; exact oracles read the game."""
-    build = instantiate(node, _partial_=True)  # built objects go in through partials, not merged into the config
-    if "game" in inspect.signature(build.func).parameters:
-        if game is None:
-            raise ValueError(
-                f"preference={choice} is a game's exact oracle and there is no game; with a "
-                "prompt dataset use a preference model: preference=pairwise, bradley_terry or judge"
-            )
-        return build(game=game)
-    return build()
-
-
-def build_tiny_model(cfg: DictConfig, game) -> None:
-    """An LM task on a game without a model path gets a random-init tiny LM for the game's words, built in the
-    run folder; its path is written into ``cfg`` (the token game's oracle reads its tokenizer, checkpoints name it)."""
-    if cfg.policy.get("model_path", "") is not None:
-        return
-    if game is None:
-        raise ValueError("policy.model_path is required when the prompts come from a dataset (game=null)")
-    from lit_nash.models import tiny_causal_lm
-
-    with open_dict(cfg):
-        cfg.policy.model_path = str(tiny_causal_lm(Path(cfg.output_dir) / "tiny_lm", game.vocabulary(), seed=cfg.seed))
-
-
-def build_policy(cfg: DictConfig, game, data, algorithm, preference):
-    """The policy with its reference, playing the game's prompts or the dataset's."""
-    sources = {"game": game} if game is not None else {"prompts": data.prompts}
-    return instantiate(cfg.policy, _partial_=True)(algorithm=algorithm, preference=preference, **sources)

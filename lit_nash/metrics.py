@@ -51,13 +51,12 @@ class GameMetrics(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not is_logging_step(trainer):
             return
-        metrics = game_metrics(
-            *self._truth(pl_module), pl_module.log_probs(), pl_module.snapshot("ref"), self.tau
-        )
-        pl_module.log("game/duality_gap", metrics.pop("game/duality_gap"), prog_bar=True)
-        pl_module.log_dict(metrics)
-        if hasattr(pl_module, "invalid_mass"):  # an LM's mass outside the game's responses
-            pl_module.log("game/invalid_mass", pl_module.invalid_mass())
+        network = pl_module.network
+        metrics = game_metrics(*self._truth(pl_module), network.log_probs(), network.snapshot("ref"), self.tau)
+        pl_module.log("game/duality_gap", metrics.pop("game/duality_gap"), prog_bar=True, batch_size=1)
+        pl_module.log_dict(metrics, batch_size=1)
+        if hasattr(network, "invalid_mass"):  # an LM's mass outside the game's responses
+            pl_module.log("game/invalid_mass", network.invalid_mass(), batch_size=1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The last step always reaches the logger, whatever ``log_every_n_steps`` is."""
@@ -69,8 +68,9 @@ class GameMetrics(L.Callback):
 
     @torch.no_grad()
     def final(self, pl_module: L.LightningModule) -> dict[str, float]:
-        m = game_metrics(*self._truth(pl_module), pl_module.log_probs(), pl_module.snapshot("ref"), self.tau)
+        network = pl_module.network
+        m = game_metrics(*self._truth(pl_module), network.log_probs(), network.snapshot("ref"), self.tau)
         final = {k: float(v) for k, v in m.items()}
-        if hasattr(pl_module, "invalid_mass"):
-            final["game/invalid_mass"] = float(pl_module.invalid_mass())
+        if hasattr(network, "invalid_mass"):
+            final["game/invalid_mass"] = float(network.invalid_mass())
         return final

@@ -14,20 +14,22 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "bos_token": "[BOS]", "eos_token": "[EOS]", "unk_token": "[UNK]"}
 ARCHS = ("gpt2", "llama")
 _WORD = re.compile(r"\w+|[^\w\s]+")  # what the Whitespace pre-tokenizer keeps as one piece
 
 
-def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
+def build_tokenizer(words: Sequence[str]):
     """A word-level tokenizer: one token per word, so each response has exactly one tokenization.
 
     The specials come first ([PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3); a [BOS] is prepended to every encoded
     text, so an empty prompt still gives the model a position to predict from.
     """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
     words = list(dict.fromkeys(words))  # dedupe, keep order
     specials = list(SPECIAL_TOKENS.values())
     for w in words:
@@ -182,3 +184,35 @@ def check_vocab_fits(tokenizer, model, key: str, where: str, model_where: str) -
             f"{rows} embedding rows, so ids >= {rows} index past them; use the tokenizer the model was trained "
             "with (its own directory)"
         )
+
+
+# -- loading pretrained models: the one path for the policy and the preference models ------------------------
+def torch_dtype(name: str, key: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"{key} must be one of {list(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def load_tokenizer(path: str | Path, key: str, owner: str = "", trust_remote_code: bool = False):
+    """``AutoTokenizer.from_pretrained(path)`` with an error that names the key and the fix."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:  # neither a local model directory nor a reachable hub model
+        raise FileNotFoundError(f"{owner}{key} {str(path)!r}: no tokenizer found ({e}); give a model directory saved "
+                                "with save_pretrained (model and tokenizer), or a hub name") from e
+
+
+def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "float32", owner: str = "",
+                    trust_remote_code: bool = False):
+    """``transformers.<auto_class>.from_pretrained(path)`` from safetensors only, in ``dtype``; an error names
+    the key and the fix."""
+    import transformers
+
+    try:
+        return getattr(transformers, auto_class).from_pretrained(
+            str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"))
+    except OSError as e:  # a tokenizer but no (safetensors) weights
+        raise FileNotFoundError(f"{owner}{key} {str(path)!r}: no model could be loaded ({e}); save the model there "
+                                "with save_pretrained (safetensors)") from e

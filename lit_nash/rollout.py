@@ -1,27 +1,118 @@
-"""Shared pieces of an online step: label sampled responses with the preference model, pick pairs.
+"""The rollout: what one online step trains on, sampled with the weights of that step, as a typed record.
 
-Sampling itself is the policy's (``policy.sample``: one batched call for all k responses of all prompts);
-which sources and pairs a step needs is the algorithm's. What lives here is written once for all of them:
+``Rollout`` is the record (in the manner of torchtune's ``Trajectory``): built by an algorithm through the
+``Rollouts`` service, read by its loss, never written by it. ``Rollouts`` is the service: it samples
+through the run's generator, labels pairs with the preference model, and computes snapshot log-probs, all
+without grad and each timed under Lightning's profiler (``generate``, ``preference``, ``logprobs``).
 
-* ``label``: P(a ≻ b | x) for given pairs, checked to be finite and in [0, 1] (an error names the pair);
-* ``label_all_pairs``: the k×k matrix of one prompt's samples, asking the model only for i < j;
-* ``win_rate_scores`` and ``select_pairs``: SPPO/MNPO best-vs-worst, COMAL top-1 vs top-2, INPO's
-  knockout tournament.
+Labeling has one path for training and evaluation (``label``): an exact oracle reads token ids or
+actions; a text preference model reads text, which the rollout decodes with the policy's tokenizer, once
+per distinct sample, so a preference model never calls into the policy. Every probability is checked to
+be finite and in [0, 1].
+
+Shapes: N prompts, k samples of a group, m responses the loss scores per prompt, T tokens (absent for a
+tabular policy, whose responses are action indices).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
+from typing import Any, Sequence
+
 import torch
 from torch import Tensor
 
+from lit_nash.generation.base import SamplingGroup
 from lit_nash.guards import NumericalError
 
 PAIR_SELECTIONS = ("best_worst", "top2", "tournament")
 
 
-def label(preference, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """P(a ≻ b | prompt) for responses a, b of shape (N, m, ...) → (N, m), validated."""
-    return check_probabilities(preference.prob(prompt, a, b), prompt, a, b)
+@dataclass
+class Rollout:
+    """One step's training data. Every tensor's first dimension is the prompt row (N), so a rollout splits
+    into micro-batches by rows (``select``)."""
+
+    prompt: Tensor
+    """(N,) prompt indices (a prompt repeats when the loss trains on several pairs of it)."""
+    responses: Tensor
+    """(N, m, T) token ids ending with EOS then pad, or (N, m) actions: what the loss scores under π_θ."""
+    reduction: str = "sum"
+    """How the loss's log-probs reduce over tokens: "sum", or "mean" per token."""
+    p: Tensor | None = None
+    """(N, m') preference probabilities of the trained comparisons (P(y ≻ opponent), or P(winner ≻ loser))."""
+    target: Tensor | None = None
+    """(N, m') regression target of the loss, computed at sampling time."""
+    weight: Tensor | None = None
+    """(N, m') per-comparison weight of a weighted loss (a 0 drops it)."""
+    anchors: dict[str, Tensor] = field(default_factory=dict)
+    """snapshot name → (N, m) log-probs of ``responses`` under that snapshot, no grad."""
+    policy_logp: Tensor | None = None
+    """(N, m) log-probs of ``responses`` under π_t, the weights the step starts from. The engine fills it
+    from its first forward on this rollout (detached), so the later epochs of a round regress against π_t
+    without a second pass; losses only read it."""
+    samples: dict[str, Tensor] = field(default_factory=dict)
+    """What was sampled, by role ("policy", "opponent", "proposal", ...): (N, k, T) or (N, k)."""
+    generator_logp: Tensor | None = None
+    """(N, m) log-probs the generator reported for ``responses`` (diagnostics only; losses recompute)."""
+
+    def select(self, rows: Tensor) -> "Rollout":
+        """The rollout of prompt rows ``rows`` (a micro-batch)."""
+        def pick(value):
+            if isinstance(value, Tensor):
+                return value[rows.to(value.device)]
+            if isinstance(value, dict):
+                return {k: pick(v) for k, v in value.items()}
+            return value
+
+        return Rollout(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+    def to_state(self) -> dict[str, Any]:
+        """Tensors and plain values only (checkpoints load with ``weights_only=True``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Rollout":
+        return cls(**state)
+
+
+@dataclass
+class ExactTarget:
+    """Exact play's step: the algorithm's closed-form next iterate (prompts, A), from exact expectations."""
+
+    target: Tensor
+
+
+# -- labeling: one path for training and evaluation ----------------------------------------------------------
+def reads_text(preference) -> bool:
+    """Text preference models answer ``prob_text``; exact oracles answer ``prob`` on ids or actions."""
+    return hasattr(preference, "prob_text")
+
+
+def decode_once(reader, responses: Tensor) -> list[str]:
+    """The text of every response (flattened over all but the last dimension), each distinct one decoded once."""
+    flat = responses.reshape(-1, responses.shape[-1])
+    unique, inverse = torch.unique(flat.cpu(), dim=0, return_inverse=True)
+    texts = reader.decode(unique)
+    return [texts[i] for i in inverse.tolist()]
+
+
+def label(preference, prompt: Tensor, a: Tensor, b: Tensor, reader=None, reader_b=None) -> Tensor:
+    """P(a ≻ b | prompt) (N, m) for responses a, b (N, m, ...), validated. A text preference model reads the
+    prompts and responses as text: ``reader`` (a's policy) and ``reader_b`` (b's, default the same) decode."""
+    if reads_text(preference):
+        if reader is None:
+            raise ValueError("a text preference model needs the responses as text: give the policy that wrote them")
+        N, m = a.shape[:2]
+        prompts = [reader.prompt_text(i) for i in prompt.tolist() for _ in range(m)]
+        p = preference.prob_text(prompts, decode_once(reader, a), decode_once(reader_b or reader, b))
+        p = p.view(N, m).to(a.device)
+    else:
+        p = preference.prob(prompt, a, b)
+    return check_probabilities(p, prompt, a, b)
 
 
 def check_probabilities(p: Tensor, prompt: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> Tensor:
@@ -31,22 +122,75 @@ def check_probabilities(p: Tensor, prompt: Tensor, a: Tensor | None = None, b: T
         n, m = (int(i) for i in bad.nonzero()[0])
         pair = f" (responses {a[n, m].tolist()} vs {b[n, m].tolist()})" if a is not None and b is not None else ""
         raise NumericalError(f"preference model returned {p[n, m].item()} for prompt {int(prompt[n])}, pair {m}{pair}: "
-                         "probabilities must be finite and in [0, 1]")
+                             "probabilities must be finite and in [0, 1]")
     return p
 
 
-def label_all_pairs(preference, prompt: Tensor, responses: Tensor) -> Tensor:
-    """P̂[n, i, j] = P(y_i ≻ y_j) among the k samples of each prompt, (N, k, k); only i < j is asked for,
-    the rest is 1 − P̂ᵀ and ½ on the diagonal (preferences are constant-sum)."""
-    N, k = responses.shape[:2]
-    i, j = torch.triu_indices(k, k, offset=1, device=responses.device)
-    p = label(preference, prompt, responses[:, i], responses[:, j])
-    P = torch.full((N, k, k), 0.5, dtype=p.dtype, device=p.device)
-    P[:, i, j] = p
-    P[:, j, i] = 1 - p
-    return P
+# -- the service --------------------------------------------------------------------------------------------
+class Rollouts:
+    """Sampling, labeling and snapshot log-probs for one policy network, without grad."""
+
+    def __init__(self, network, generator, preference, profiler=None):
+        from lightning.pytorch.profilers import PassThroughProfiler
+
+        self.network, self.generator, self.preference = network, generator, preference
+        self.profiler = profiler or PassThroughProfiler()
+        self.stale = False  # the weights changed since the generator last sampled
+
+    @property
+    def reader(self):
+        """What turns the policy's responses into text: the network itself (LMs), or None (tabular)."""
+        return self.network if hasattr(self.network, "decode") else None
+
+    @torch.no_grad()
+    def sample(self, prompt: Tensor, groups: Sequence[SamplingGroup], return_log_probs: bool = False):
+        """One response tensor per group (with ``return_log_probs``: (responses, log-probs) pairs)."""
+        if self.stale:
+            self.generator.sync()
+            self.stale = False
+        with self.profiler.profile("generate"):
+            out = self.generator.generate(prompt, list(groups), return_log_probs=return_log_probs)
+        return [(s.responses, s.log_probs) for s in out] if return_log_probs else [s.responses for s in out]
+
+    @torch.no_grad()
+    def label(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        with self.profiler.profile("preference"):
+            return label(self.preference, prompt, a, b, self.reader)
+
+    @torch.no_grad()
+    def label_all_pairs(self, prompt: Tensor, responses: Tensor) -> Tensor:
+        """P̂[n, i, j] = P(y_i ≻ y_j) among the k samples of each prompt, (N, k, k); only i < j is asked for,
+        the rest is 1 − P̂ᵀ and ½ on the diagonal (preferences are constant-sum)."""
+        N, k = responses.shape[:2]
+        i, j = torch.triu_indices(k, k, offset=1, device=responses.device)
+        p = self.label(prompt, responses[:, i], responses[:, j])
+        P = torch.full((N, k, k), 0.5, dtype=p.dtype, device=p.device)
+        P[:, i, j] = p
+        P[:, j, i] = 1 - p
+        return P
+
+    @torch.no_grad()
+    def log_probs(self, prompt: Tensor, responses: Tensor, source: str, reduction: str = "sum") -> Tensor:
+        with self.profiler.profile("logprobs"):
+            return self.network.response_log_probs(prompt, responses, source=source, reduction=reduction)
+
+    def anchors(self, prompt: Tensor, responses: Tensor, names: Sequence[str], reduction: str) -> dict[str, Tensor]:
+        """Each snapshot's log-probs of ``responses``, computed once."""
+        return {name: self.log_probs(prompt, responses, name, reduction) for name in names}
+
+    def play_against(self, prompt: Tensor, k: int, opponent: str, anchors: Sequence[str], reduction: str,
+                     mixture_coef: float = 0.0) -> Rollout:
+        """k responses from the policy against k from ``opponent`` (a source: "policy", a snapshot, "mixture"),
+        labeled pairwise, with each anchor's log-probs of the policy's responses."""
+        responses, opponents = self.sample(prompt, [SamplingGroup(k=k), SamplingGroup(k=k, source=opponent,
+                                                                                     mixture_coef=mixture_coef)])
+        return Rollout(prompt=prompt, responses=responses, reduction=reduction,
+                       p=self.label(prompt, responses, opponents),
+                       anchors=self.anchors(prompt, responses, anchors, reduction),
+                       samples={"policy": responses, "opponent": opponents})
 
 
+# -- pair selection among k labeled samples ------------------------------------------------------------------
 def win_rate_scores(P: Tensor) -> Tensor:
     """P̂(y_i ≻ π) estimated by the mean win probability against the other k − 1 samples, (N, k)."""
     k = P.shape[-1]
@@ -89,14 +233,3 @@ def gather(responses: Tensor, index: Tensor) -> Tensor:
     shape = (responses.shape[0], 1, *responses.shape[2:])
     idx = index.view(-1, 1, *([1] * (responses.dim() - 2))).expand(shape)
     return responses.gather(1, idx)
-
-
-def play_against(policy, prompt: Tensor, k: int, opponent: str, anchors: list[str], reduction: str,
-                 mixture_coef: float = 0.0) -> dict[str, Tensor]:
-    """k responses from the policy against k from ``opponent`` (a source: "policy", a snapshot, "mixture"),
-    labeled pairwise, with the log-probs of the responses under each anchor computed once without grad."""
-    responses, opponents = policy.sample_groups(prompt, [dict(k=k), dict(k=k, source=opponent, mixture_coef=mixture_coef)])
-    batch = {"prompt": prompt, "responses": responses, "p": label(policy.preference, prompt, responses, opponents)}
-    for anchor in anchors:
-        batch[anchor] = policy.response_log_probs(prompt, responses, source=anchor, reduction=reduction)
-    return batch

@@ -1,11 +1,14 @@
-"""MLflow glue: flattened params for a run, the run's record in its checkpoints and MLflow tags, and the
-one-line summary that says where the run went."""
+"""MLflow glue: flattened params for a run, the run's record in its checkpoints and MLflow tags, the
+one-line summary that says where the run went, and every read and write of an MLflow store outside
+Lightning's ``MLFlowLogger``: the checkpoint a ``resume=`` names, the runs ``eval`` and ``compare`` read,
+their metric histories and artifacts, and ``eval``'s own run. mlflow is imported in the functions that use
+it (it takes a second)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-import lightning as L
 
 CONFIG_KEY = "lit_nash_config"  # the checkpoint entry that holds the run's resolved config
 RUN_KEY = "lit_nash_run"  # and the one that names its MLflow run (run_id, tracking_uri), so a resume continues it
@@ -31,25 +34,123 @@ def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[s
     return line
 
 
-class RunRecord(L.Callback):
-    """Makes a run reloadable and resumable: every checkpoint carries the run's resolved config and its MLflow
-    run (plain values, so ``torch.load(weights_only=True)`` still reads them), and the MLflow run gets the
-    tag ``checkpoint`` with its checkpoint's path as soon as it starts (``resume=<run id>`` finds it even
-    after a SIGKILL)."""
+def client(tracking_uri: str | None, missing: str | None = None):
+    """An ``MlflowClient`` of the store at ``tracking_uri``. A ``sqlite:///`` store whose file does not exist:
+    with ``missing``, exit with that message (``{uri}`` and ``{db}`` filled in) instead of letting MLflow
+    create an empty store there; without it, MLflow creates the store."""
+    from mlflow import MlflowClient
 
-    def __init__(self, config: dict[str, Any], checkpoint_path: str | None = None):
-        self.config = config
-        self.checkpoint_path = checkpoint_path
-        self.run: dict[str, Any] = {}
+    if missing is not None and tracking_uri and tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise SystemExit(missing.format(uri=tracking_uri, db=db))
+    return MlflowClient(tracking_uri)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = trainer.logger
-        run_id = getattr(logger, "run_id", None) if trainer.is_global_zero else None
-        if run_id:
-            self.run = {"run_id": run_id, "tracking_uri": getattr(logger, "_tracking_uri", None)}
-            if self.checkpoint_path:
-                logger.experiment.set_tag(run_id, "checkpoint", self.checkpoint_path)
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY] = self.config
-        checkpoint[RUN_KEY] = self.run
+def get_run(client, run_id: str):
+    """The MLflow run with this id, or None if the store has none (MLflow raises its own exception)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def checkpoint_of_run(tracking_uri: str | None, run_id: str) -> Path:
+    """``resume=<run id>``: the checkpoint file the run's ``checkpoint`` tag names (``RunRecord`` sets it)."""
+    store = client(tracking_uri)
+    try:
+        run = store.get_run(run_id)
+    except Exception as e:  # mlflow raises its own MlflowException for an unknown id
+        raise FileNotFoundError(f"resume={run_id!r}: no such MLflow run in {tracking_uri}") from e
+    tag = run.data.tags.get("checkpoint")
+    if not tag or not Path(tag).is_file():
+        raise FileNotFoundError(f"resume={run_id!r}: the run has no checkpoint on disk (tag checkpoint={tag!r})")
+    return Path(tag)
+
+
+def latest_checkpoint(tracking_uri: str | None, experiment: str | None) -> Path:
+    """``resume=last``: the checkpoint of the newest run of ``experiment`` whose checkpoint is on disk."""
+    store = client(tracking_uri)
+    found = store.get_experiment_by_name(experiment) if experiment else None
+    runs = store.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"]) if found else []
+    for run in runs:
+        tag = run.data.tags.get("checkpoint")
+        if tag and Path(tag).is_file():
+            return Path(tag)
+    raise FileNotFoundError(f"resume=last: no run of experiment {experiment!r} in {tracking_uri} has a checkpoint on disk")
+
+
+def experiment_names(client) -> list[str]:
+    """The names of the store's experiments, sorted."""
+    return sorted(e.name for e in client.search_experiments())
+
+
+def finished_runs(client, experiment: str, filter_string: str | None, command: str) -> list:
+    """The finished runs of ``experiment`` that match the MLflow search filter, oldest first (every page of
+    the search). No such experiment: exit with ``lit_nash <command>: no experiment ...``, naming those there."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SystemExit(f"lit_nash {command}: no experiment {experiment!r} in {client.tracking_uri}; "
+                         f"the experiments there are {experiment_names(client)}")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], filter_string=filter_string or "",
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs += [r for r in page if r.info.status == "FINISHED"]
+        token = page.token
+        if not token:
+            return runs
+
+
+def metric_history(client, run_id: str, metric: str) -> list[tuple[int, float]]:
+    """``[(step, value), ...]`` sorted by step, a step logged twice with its latest value; [] if never logged."""
+    last = {}
+    for p in sorted(client.get_metric_history(run_id, metric), key=lambda p: (p.step, p.timestamp)):
+        last[p.step] = p.value  # a step logged twice keeps its latest value
+    return sorted(last.items())
+
+
+def start_eval_run(tracking_uri: str, experiment: str, policies: list[str], source_experiment: str | None):
+    """``eval``'s MLflow run, created first so the files can name it (the experiment too, if new): tagged
+    ``command=eval``, its policies, and the experiment it drew them from (``source_experiment``, which
+    ``latest_eval_run`` looks for). Returns (client, run id)."""
+    store = client(tracking_uri)
+    found = store.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else store.create_experiment(experiment)
+    run = store.create_run(experiment_id, run_name=f"eval-{len(policies)}-policies",
+                           tags={"command": "eval", "policies": ", ".join(policies)[:5000],
+                                 **({"source_experiment": source_experiment} if source_experiment else {})})
+    return store, run.info.run_id
+
+
+def log_eval_run(client, run_id: str, params: dict[str, Any], metrics: dict[str, float], folder: Path) -> None:
+    """Params, metrics (step 0), every file of ``folder`` as an artifact; then the run is finished."""
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    client.log_artifacts(run_id, str(folder))
+    client.set_terminated(run_id)
+
+
+def latest_eval_run(client, eval_experiment: str, source_experiment: str) -> str | None:
+    """The id of the newest finished ``eval`` run of ``eval_experiment`` that drew its policies from
+    ``source_experiment``; None if there is none."""
+    found = client.get_experiment_by_name(eval_experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.source_experiment = '{source_experiment}'",
+                              order_by=["attributes.start_time DESC"], max_results=5)
+    runs = [r for r in runs if r.info.status == "FINISHED"]
+    return runs[0].info.run_id if runs else None
+
+
+def download_artifact(client, run_id: str, path: str) -> str:
+    """The text of one artifact of a run (downloaded to a temporary folder, removed again)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(client.download_artifacts(run_id, path, tmp)) as f:
+            return f.read()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
+
 from omegaconf import DictConfig, OmegaConf
 
 DEFAULTS = {"template": None, "use_chat_template": False, "first_label": 0, "max_length": None}  # PairwiseClassifier's
@@ -43,6 +43,7 @@ def train_preference(cfg: DictConfig) -> float:
 
     from lit_nash.preference import PairwiseClassifier
     from lit_nash.preference.training import PairwiseTraining
+    from lit_nash.build import build_logger, build_trainer
     from lit_nash.tracking import flat_params
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -65,9 +66,9 @@ def train_preference(cfg: DictConfig) -> float:
 
     tags = {"command": "train_preference", "model": Path(cfg.model_path).name, "data": Path(cfg.data.path).name,
             "seed": str(cfg.seed)}
-    logger = instantiate(cfg.logger, tags=tags,
+    logger = build_logger(cfg, tags=tags,
                          run_name=cfg.logger.get("run_name") or f"train_preference-{tags['model']}-seed{cfg.seed}")
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger)
+    trainer: L.Trainer = build_trainer(cfg, logger=logger)
     logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
 
     start = time.perf_counter()

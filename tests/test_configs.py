@@ -12,6 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from lit_nash.algorithms import ALGORITHMS, Algorithm
+from lit_nash.build import TRAINING_KEYS, assemble, build_data, build_game, build_network, build_preference, build_run
 from lit_nash.games import MatrixGame, TokenGame
 
 from .cli import REPO
@@ -57,13 +58,15 @@ def target_nodes(node, path: str = ""):
 
 def check_targets(cfg: DictConfig) -> list[str]:
     """Every ``_target_`` imports, and accepts the node's keys (bound against its signature, nothing built);
-    every interpolation resolves. Returns the checked paths."""
+    every interpolation resolves. Returns the checked paths. The policy node's training keys (optimizer,
+    warmup, clipping, micro-batches) are the policy module's, not the network's (``lit_nash.build``)."""
     body = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # ${hydra:...} still resolves
     OmegaConf.to_container(body, resolve=True)  # a broken interpolation raises here (??? stays ???)
     checked = []
     for path, node in target_nodes(cfg):
         target = get_object(node._target_)
-        kwargs = {k: None for k in node if not str(k).startswith("_")}
+        skip = TRAINING_KEYS if path == "policy" else ()
+        kwargs = {k: None for k in node if not str(k).startswith("_") and k not in skip}
         try:
             inspect.signature(target).bind_partial(**kwargs)
         except TypeError as err:
@@ -76,15 +79,17 @@ def build_fit(cfg: DictConfig, tracking_uri: str) -> dict:
     """Build the parts of a fit config that need no model files or network, with the arguments fit passes:
     the game, the algorithm, the data, an exact oracle, a tabular policy, a CPU trainer and the logger."""
     built = {"algo": instantiate(cfg.algo)}
-    game = built["game"] = instantiate(cfg.game) if cfg.get("game") is not None else None
+    game = built["game"] = build_game(cfg)
     if game is not None and not OmegaConf.missing_keys(cfg.data):
-        built["data"] = instantiate(cfg.data, num_prompts=game.num_prompts)
-    build_preference = instantiate(cfg.preference, _partial_=True) if not OmegaConf.missing_keys(cfg.preference) else None
-    if game is not None and build_preference is not None and set(inspect.signature(build_preference.func).parameters) == {"game"}:
-        built["preference"] = build_preference(game=game)  # an exact oracle; a model-based one needs its files
-        if cfg.policy._target_.endswith(".TabularPolicy"):
-            built["policy"] = instantiate(cfg.policy, _partial_=True)(
-                algorithm=built["algo"], preference=built["preference"], game=game)
+        built["data"] = build_data(cfg, game)
+    preference = instantiate(cfg.preference, _partial_=True) if not OmegaConf.missing_keys(cfg.preference) else None
+    if game is not None and preference is not None and set(inspect.signature(preference.func).parameters) == {"game"}:
+        built["preference"] = build_preference(cfg.preference, game)  # an exact oracle; a model-based one needs its files
+        if cfg.policy._target_.endswith(".TabularPolicy") and "data" in built:
+            network = build_network(cfg, game, built["data"])
+            built["policy"] = assemble(network, built["algo"], built["preference"], built["data"],
+                                       sampled=cfg.rollout.mode == "sampled",
+                                       optimizer=instantiate(cfg.policy.optimizer)).policy
     if cfg.trainer.get("accelerator") == "cpu" and isinstance(cfg.trainer.get("strategy"), str):
         built["trainer"] = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     built["logger"] = instantiate(cfg.logger, tracking_uri=tracking_uri, tags={"algo": "x"})
@@ -123,14 +128,15 @@ def test_every_other_option_composes(composed, group, tmp_path):
 @pytest.mark.parametrize("option", options("rollout"))
 def test_rollout_options_set_the_mode_of_policy_and_data(composed, option):
     cfg = composed(f"rollout={option}")
-    assert cfg.policy.mode == cfg.rollout.mode == option
+    assert cfg.rollout.mode == option
+    assert build_run(cfg).policy.sampled == (option == "sampled")  # the policy module's mode follows rollout.mode
     assert cfg.data.prompts_per_step == cfg.rollout.prompts_per_step
 
 
 def test_token_game_task_selects_the_lm_groups(composed):
     cfg = composed("task=token_game")
     assert cfg.game._target_ == "lit_nash.games.token_game"
-    assert cfg.policy._target_ == "lit_nash.policy.CausalLMPolicy" and cfg.policy.model_path is None
+    assert cfg.policy._target_ == "lit_nash.policy.causal_lm.CausalLMPolicy" and cfg.policy.model_path is None
     assert cfg.preference.tokenizer_path is None  # follows policy.model_path, filled in by fit
     assert cfg.rollout.mode == "sampled"
 

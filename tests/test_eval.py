@@ -99,7 +99,7 @@ def test_periodic_evaluation_during_training_is_logged(token_runs, tmp_path):
 
 def test_periodic_evaluation_does_not_change_the_training_run(tmp_path):
     """Evaluation samples under a forked RNG: the run's own samples, hence its metrics, are unchanged."""
-    done = run_cli("fit", "-m", "rollout=sampled", "algo=online_ipo", "algo.k=8", "policy.lr=0.05",
+    done = run_cli("fit", "-m", "rollout=sampled", "algo=online_ipo", "algo.k=8", "policy.optimizer.lr=0.05",
                    "trainer.max_steps=30", "trainer.enable_progress_bar=false", "eval.every_n_steps=0,10", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from lit_nash.algorithms import MPO
 from lit_nash.games import egpo_random
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 from lit_nash.policy import reference_logits
 
 from .cli import run_cli
@@ -73,11 +73,11 @@ def test_lightning_loop_runs_exactly_the_closed_form_dynamics(tmp_path):
     algo = MPO(eta=1.0, tau=0.1, magnet_every=7)
     sim = simulate(algo, P, 50, ref=reference_logits("gaussian", 10, 10, seed=3))
     state = ckpt["state_dict"]
-    torch.testing.assert_close(torch.log_softmax(state["logits"], -1), sim.log_pi, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.log_softmax(state["network.logits"], -1), sim.log_pi, rtol=0, atol=1e-12)
     assert ckpt["callbacks"]["MPO"] == {"step": 50}
     # the magnet was last refreshed after step 49 (= 7·7): it is the iterate of step 49, not 50
     sim49 = simulate(MPO(eta=1.0, tau=0.1, magnet_every=7), P, 49, ref=reference_logits("gaussian", 10, 10, seed=3))
-    torch.testing.assert_close(state["snapshots.magnet"], sim49.log_pi, rtol=0, atol=1e-12)
+    torch.testing.assert_close(state["network.snapshots.entries.magnet.log_probs"], sim49.log_pi, rtol=0, atol=1e-12)
 
 
 def test_lightning_relaunch_keeps_the_subcommand(tmp_path):
@@ -93,7 +93,7 @@ def test_lightning_relaunch_keeps_the_subcommand(tmp_path):
 
 def test_sampled_play_on_the_tabular_policy_through_the_cli(tmp_path):
     """policy=tabular rollout=sampled: EGPO's practical loss on sampled responses, the real CLI and store."""
-    out = run_cli("fit", "rollout=sampled", "algo=egpo", "algo.k=256", "policy.lr=0.05", "trainer.max_steps=2000",
+    out = run_cli("fit", "rollout=sampled", "algo=egpo", "algo.k=256", "policy.optimizer.lr=0.05", "trainer.max_steps=2000",
                   "trainer.enable_progress_bar=false", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     client, (run,) = runs(tmp_path)

@@ -10,8 +10,8 @@ import torch
 from tests.cli import REPO, run_cli
 
 COMMON = ["task=token_game", "algo=egpo", "rollout.prompts_per_step=2", "trainer.max_steps=8",
-          "trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false", "policy.lr=0.01",
-          "policy.grad_clip=1.0", "policy.warmup_steps=3", "policy.weight_decay=0.01",
+          "trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false", "policy.optimizer.lr=0.01",
+          "policy.grad_clip=1.0", "policy.warmup_steps=3", "policy.optimizer.weight_decay=0.01",
           "+callbacks.dump._target_=tests.rank_params.SaveParams"]
 STRATEGIES = {
     "ddp": ["trainer=ddp", "trainer.devices=2"],

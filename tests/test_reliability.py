@@ -23,10 +23,10 @@ QUIET = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
 # sampled play on a 5-action random game, mid-schedule everywhere: MPO's magnet and COMAL's prox center move
 # every 3 steps, EGPO takes two optimizer steps per iteration (its extragradient half step and full step)
 RUNS = {
-    "mpo": ["game=egpo_random", "rollout=sampled", "algo=mpo", "algo.magnet_every=3", "policy.optimizer=adam", "policy.lr=0.05"],
-    "egpo": ["game=egpo_random", "rollout=sampled", "algo=egpo", "policy.optimizer=adam", "policy.lr=0.05"],
+    "mpo": ["game=egpo_random", "rollout=sampled", "algo=mpo", "algo.magnet_every=3", "policy.optimizer._target_=torch.optim.Adam", "policy.optimizer.lr=0.05"],
+    "egpo": ["game=egpo_random", "rollout=sampled", "algo=egpo", "policy.optimizer._target_=torch.optim.Adam", "policy.optimizer.lr=0.05"],
     "comal": ["game=egpo_random", "rollout=sampled", "algo=comal", "algo.reset_every=3", "rollout.epochs_per_round=2"],
-    "nash_md_lm": ["task=token_game", "algo=nash_md", "policy.lr=0.01"],
+    "nash_md_lm": ["task=token_game", "algo=nash_md", "policy.optimizer.lr=0.01"],
 }
 
 

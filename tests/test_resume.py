@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lit_nash.algorithms import ALGORITHMS, EGPO
-from lit_nash.algorithms.base import restore_training_state, training_state
-from lit_nash.data import GameDataModule
+from lit_nash.build import assemble
+from lit_nash.engine import RolloutDataModule
 from lit_nash.games import egpo_random
 from lit_nash.metrics import GameMetrics
 from lit_nash.policy import TabularPolicy
@@ -22,12 +22,13 @@ SETTINGS = {"mpo": {"magnet_every": 3}, "comal": {"reset_every": 3}, "mnpo": {"h
 def build(name, steps, tmp_path, epochs_per_round=1):
     game = egpo_random(num_actions=5, num_games=4, seed=0)
     algo = ALGORITHMS[name](**SETTINGS.get(name, {}))
-    policy = TabularPolicy(game.num_prompts, game.num_actions, reference="gaussian", mode="sampled",
-                           optimizer="adam", lr=0.05, algorithm=algo, preference=GameOracle(game))
+    data = RolloutDataModule(game.num_prompts, prompts_per_step=3, epochs_per_round=epochs_per_round)
+    run = assemble(TabularPolicy(game.num_prompts, game.num_actions, reference="gaussian"), algo, GameOracle(game),
+                   data, optimizer=partial(torch.optim.Adam, lr=0.05))
     trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path, log_every_n_steps=1,
                         callbacks=[algo, GameMetrics(game.P, tau=0.1), RNGCheckpoint()])
-    return policy, trainer, GameDataModule(game.num_prompts, prompts_per_step=3, epochs_per_round=epochs_per_round)
+    return run.policy, trainer, run.data
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -80,19 +81,23 @@ def test_resume_mid_round_of_iterative_mode(name, tmp_path):
 def test_egpo_restore_is_bit_identical_with_adam_state(tmp_path):
     game = egpo_random(num_actions=5, num_games=2, seed=0)
     algo = EGPO(k=4)
-    policy = TabularPolicy(game.num_prompts, game.num_actions, mode="sampled", optimizer="adamw", lr=0.1,
-                           algorithm=algo, preference=GameOracle(game))
+    run = assemble(TabularPolicy(game.num_prompts, game.num_actions), algo, GameOracle(game),
+                   optimizer=partial(torch.optim.AdamW, lr=0.1))
+    policy, network = run.policy, run.network
     trainer = L.Trainer(max_steps=6, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, callbacks=[algo])
-    trainer.fit(policy, datamodule=GameDataModule(game.num_prompts))  # Adam moments are non-trivial now
-    saved = training_state(policy)
-    before_params = policy.logits.detach().clone()
+    trainer.fit(policy, datamodule=run.data)  # Adam moments are non-trivial now
+    algo.two_call.start(policy, trainer.global_step)  # the start of an iteration: θ_t and the optimizer state saved
+    before_params = network.logits.detach().clone()
     before_opt = policy.optimizers().optimizer.state_dict()
     before_opt = {k: {n: (t.clone() if torch.is_tensor(t) else t) for n, t in v.items()} for k, v in before_opt["state"].items()}
-    policy.optimize(partial(algo._ipo.loss, policy), algo._ipo.rollout(policy, torch.arange(2)))  # a half step
-    assert not torch.equal(policy.logits, before_params)
-    restore_training_state(policy, saved)
-    assert torch.equal(policy.logits.detach(), before_params)
+    opt = policy.optimizers().optimizer  # a half step
+    opt.zero_grad()
+    policy.micro_batch_loss(algo._ipo.rollout(run.rollouts, torch.arange(2))).backward()
+    opt.step()
+    assert not torch.equal(network.logits, before_params)
+    algo.two_call.end(policy, trainer.global_step + 1)  # the end of the first call: back to θ_t
+    assert torch.equal(network.logits.detach(), before_params)
     after = policy.optimizers().optimizer.state_dict()["state"]
     for k, v in before_opt.items():
         for n, t in v.items():

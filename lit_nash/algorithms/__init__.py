@@ -1,17 +1,13 @@
-"""One file per NLHF algorithm; each is a small ``Algorithm`` (a Lightning Callback)."""
+"""One file per NLHF algorithm; each is a small ``Algorithm`` (a Lightning Callback) that registers itself.
 
-from lit_nash.algorithms.base import Algorithm
-from lit_nash.algorithms.comal import COMAL
-from lit_nash.algorithms.egpo import EGPO
-from lit_nash.algorithms.inpo import INPO
-from lit_nash.algorithms.mmd import MMD
-from lit_nash.algorithms.mnpo import MNPO
-from lit_nash.algorithms.mpo import MPO
-from lit_nash.algorithms.nash_md import NashMD
-from lit_nash.algorithms.nash_mp import NashMP
-from lit_nash.algorithms.online_ipo import OnlineIPO
-from lit_nash.algorithms.sppo import SPPO
+``ALGORITHMS`` is the registry of the algorithms shipped here, by name (``registry()`` also lists any
+other imported subclass, e.g. one of your own package's). Every module of this package is imported, so a
+new algorithm is one file here (plus its YAML, doc page and test), and nothing to edit.
+"""
 
-ALGORITHMS = {a.name: a for a in (SPPO, OnlineIPO, INPO, NashMD, MMD, MPO, COMAL, EGPO, NashMP, MNPO)}
+from lit_nash.algorithms.base import Algorithm, registry
 
-__all__ = ["ALGORITHMS", "Algorithm", *[a.__name__ for a in ALGORITHMS.values()]]
+ALGORITHMS = registry()
+globals().update({cls.__name__: cls for cls in ALGORITHMS.values()})
+
+__all__ = ["ALGORITHMS", "Algorithm", "registry", *[cls.__name__ for cls in ALGORITHMS.values()]]

@@ -8,7 +8,7 @@ Practical loss: INPO's pair loss with the anchor in the reference's place (the o
 COMAL+INPO), top-1 vs top-2 pairs of k = 5 samples, summed log-probs.
 """
 
-from lit_nash.algorithms.base import Algorithm, check_period
+from lit_nash.algorithms.base import Algorithm
 from lit_nash.algorithms.inpo import check_pair_settings, pair_loss, pair_rollout
 from lit_nash.games import dynamics as D
 
@@ -25,10 +25,10 @@ class COMAL(Algorithm):
             raise ValueError(f"algo={self.name}: inner must be one of {sorted(INNER)}, got {inner!r}")
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: eta*tau must be <= 1, got {self.eta * self.tau}")
-        k = check_pair_settings(self.name, k, pairs, target, logprob_reduction)
-        self.reset_every = check_period("reset_every", reset_every, self.name)
+        self.k = check_pair_settings(self, k, pairs, target, logprob_reduction)
+        self.reset_every = self.period("reset_every", reset_every)
         self.inner = inner
-        self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction
+        self.pairs, self.target, self.logprob_reduction = pairs, target, logprob_reduction
 
     def prepare(self, policy):
         if not policy.has_snapshot("anchor"):
@@ -38,12 +38,12 @@ class COMAL(Algorithm):
         l = policy.log_probs()
         return INNER[self.inner](l, win_rates(l), self.eta, self.tau, policy.snapshot("anchor"))
 
-    def rollout(self, policy, prompt):
-        return pair_rollout(policy, prompt, self, anchors=["anchor"])
+    def rollout(self, rollouts, prompt):
+        return pair_rollout(rollouts, prompt, self, anchors=["anchor"])
 
-    def loss(self, policy, batch):
+    def loss(self, rollout, logp):
         r = self.eta * self.tau
-        return pair_loss(policy, batch, self, [(r, "anchor"), (1 - r, "prev")])
+        return pair_loss(rollout, logp, self, [(r, rollout.anchors["anchor"]), (1 - r, rollout.policy_logp)])
 
     def schedule(self, policy):
         if D.is_reset_step(self.step, self.reset_every):

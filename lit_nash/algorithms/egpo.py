@@ -3,44 +3,65 @@
 Exact form: two OMD calls from the same point; the second plays against the half-step policy
 (ALGORITHMS.md §2.11). Linear last-iterate convergence to π*_τ where single-call OMD fails.
 
-Practical step: the online-IPO (variant 1) loss in parameter space, EGPO's schedule: save θ_t and the
-optimizer state, step to θ_{t+½}, sample y, y', y'' from θ_{t+½}, restore θ_t and its optimizer state
-bit for bit, and step on those samples. One iteration is two optimizer steps, as in the paper.
+Practical step: the online-IPO (variant 1) loss in parameter space, with EGPO's two-call schedule
+(``lit_nash.algorithms.two_call``): from θ_t a step on samples of θ_t gives θ_{t+½}; then, back at θ_t
+(parameters and optimizer state), a step on y, y', y'' sampled from θ_{t+½}. One iteration is two
+optimizer steps, as in the paper; by default both use the same prompts (``fresh_prompts=true``: a new
+prompt batch for each, as the official trainer does).
 """
 
 from functools import partial
 
-from lit_nash.algorithms.base import (REDUCTIONS, Algorithm, check_choice, check_count, check_sampling,
-                                     restore_training_state, training_state)
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm
 from lit_nash.algorithms.online_ipo import OnlineIPO
+from lit_nash.algorithms.two_call import HALF_STEP, TwoCallStep
 from lit_nash.games import dynamics as D
 
 
 class EGPO(Algorithm):
     name = "egpo"
+    uses_rounds = False  # samples from its half step every step
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 1, proposal_temperature: float = 2.0,
-                 proposal_top_k: int = 10, logprob_reduction: str = "mean"):
+                 proposal_top_k: int = 10, logprob_reduction: str = "mean", fresh_prompts: bool = False):
         super().__init__(eta, tau)
-        k = check_count("k", k, self.name, 1, "(y, y') pairs per prompt per half step")
-        check_sampling(self.name, proposal_temperature, proposal_top_k)
-        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
-        self.k = k
-        self.proposal_temperature = proposal_temperature
-        self.proposal_top_k = proposal_top_k
-        self.logprob_reduction = logprob_reduction
-        self._ipo = OnlineIPO(eta, tau, 1, k, proposal_temperature, proposal_top_k, "policy", logprob_reduction)
+        self.k = self.count("k", k, 1, "(y, y') pairs per prompt per half step")
+        self.check_proposal(proposal_temperature, proposal_top_k)
+        self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
+        self.proposal_temperature, self.proposal_top_k = proposal_temperature, proposal_top_k
+        self.fresh_prompts = bool(fresh_prompts)
+        self._ipo = OnlineIPO(eta, tau, 1, self.k, proposal_temperature, proposal_top_k, "policy", logprob_reduction)
+        self.two_call = TwoCallStep(half_steps=1)
 
     def exact_step(self, policy, win_rates):
         op = partial(D.omd, eta=self.eta, tau=self.tau, log_mu=policy.snapshot("ref"))
         full, _half = D.two_call(op, policy.log_probs(), win_rates)
         return full
 
-    def sampled_step(self, policy, prompt, new_round=True):
-        # samples from its half step every iteration, so rounds do not apply
-        loss_of = partial(self._ipo.loss, policy)
-        start = training_state(policy)
-        policy.optimize(loss_of, self._ipo.rollout(policy, prompt))  # θ_{t+½}
-        batch = self._ipo.rollout(policy, prompt)  # samples from the half-step policy
-        restore_training_state(policy, start)  # back to θ_t
-        return policy.optimize(loss_of, batch)
+    def steps_per_iteration(self, sampled):
+        return 2 if sampled else 1
+
+    def prompt_repeat(self, sampled):
+        """Optimizer steps that share one prompt batch."""
+        return 1 if self.fresh_prompts or not sampled else 2
+
+    def rollout(self, rollouts, prompt):
+        return self._ipo.rollout(rollouts, prompt, source=HALF_STEP if self.two_call.second_call else "policy")
+
+    def loss(self, rollout, logp):
+        return self._ipo.loss(rollout, logp)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.sampled:
+            self.two_call.start(pl_module, trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not pl_module.sampled or self.two_call.end(pl_module, trainer.global_step):
+            self.end_step(pl_module.network)
+
+    def state_dict(self):
+        return {**super().state_dict(), "two_call": self.two_call.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.two_call.load_state_dict(state_dict.get("two_call", {}))

@@ -15,12 +15,6 @@ from typing import Sequence
 from torch import Tensor
 
 
-def first_forward(batch: dict[str, Tensor], logp: Tensor) -> Tensor:
-    """π_t's log-probs ("prev"): the policy's own on the first step on a rollout, detached, kept in the
-    batch for the later epochs of a round. Saves the separate no-grad forward a rollout would need."""
-    return batch.setdefault("prev", logp.detach())
-
-
 def anchored_log_ratio(logp: Tensor, anchors: Sequence[tuple[float, Tensor]]) -> Tensor:
     return logp - sum(w * anchor for w, anchor in anchors)
 

@@ -29,9 +29,9 @@ class MNPO(Algorithm):
             raise ValueError(f"algo={self.name}: history_weights must be non-negative and sum to 1, got {w}")
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: r = eta*tau must be <= 1, got {self.eta * self.tau}")
-        k = check_pair_settings(self.name, k, pairs, target, logprob_reduction)
+        self.k = check_pair_settings(self, k, pairs, target, logprob_reduction)
         self.history_weights = w
-        self.k, self.pairs, self.target, self.logprob_reduction = k, pairs, target, logprob_reduction
+        self.pairs, self.target, self.logprob_reduction = pairs, target, logprob_reduction
 
     def prepare(self, policy):
         if not policy.has_snapshot("history"):
@@ -41,6 +41,10 @@ class MNPO(Algorithm):
         w = self.history_weights[:available]
         return [x / sum(w) for x in w]
 
+    def history(self) -> list[str]:
+        """The history entries the step anchors on, newest first: as many as there are iterates so far."""
+        return [f"history/{j}" for j in range(min(self.step + 1, len(self.history_weights)))]
+
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
         history = policy.snapshot("history")  # (n, ..., K), most recent (= current) first
@@ -49,15 +53,15 @@ class MNPO(Algorithm):
         r = self.eta * self.tau
         return D.normalize(r * policy.snapshot("ref") + (1 - r) * anchor + self.eta * win_rates(l))
 
-    def rollout(self, policy, prompt):
-        available = min(self.step + 1, len(self.history_weights))
-        return pair_rollout(policy, prompt, self, anchors=["ref", *[f"history/{j}" for j in range(available)]])
+    def rollout(self, rollouts, prompt):
+        return pair_rollout(rollouts, prompt, self, anchors=["ref", *self.history()])
 
-    def loss(self, policy, batch):
+    def loss(self, rollout, logp):
         r = self.eta * self.tau
-        history = sorted((key for key in batch if key.startswith("history/")), key=lambda k: int(k.split("/")[1]))
-        anchors = [(r, "ref")] + [((1 - r) * w, key) for w, key in zip(self._weights(len(history)), history)]
-        return pair_loss(policy, batch, self, anchors)
+        names = [n for n in self.history() if n in rollout.anchors]  # a round's rollout keeps its own history
+        anchors = [(r, rollout.anchors["ref"])]
+        anchors += [((1 - r) * w, rollout.anchors[n]) for w, n in zip(self._weights(len(names)), names)]
+        return pair_loss(rollout, logp, self, anchors)
 
     def schedule(self, policy):
         policy.push_snapshot("history", maxlen=len(self.history_weights))

@@ -14,10 +14,9 @@ With one reward per sequence, MPO-RT's folded reward gives the same gradient as 
 only with per-token rewards (token-level credit, as in Safe-RLHF's PPO), which lit_nash does not implement.
 """
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count, check_period
-from lit_nash.algorithms.losses import first_forward, policy_gradient
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm
+from lit_nash.algorithms.losses import policy_gradient
 from lit_nash.games import dynamics as D
-from lit_nash.rollout import play_against
 
 
 class MPO(Algorithm):
@@ -29,10 +28,10 @@ class MPO(Algorithm):
         super().__init__(eta, tau)
         if variant not in ("mpo", "rt"):
             raise ValueError(f"algo={self.name}: variant must be 'mpo' or 'rt', got {variant!r}")
-        self.magnet_every = check_period("magnet_every", magnet_every, self.name)
-        k = check_count("k", k, self.name, 1, "policy samples per prompt")
-        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
-        self.k, self.variant, self.logprob_reduction = k, variant, logprob_reduction
+        self.magnet_every = self.period("magnet_every", magnet_every)
+        self.k = self.count("k", k, 1, "policy samples per prompt")
+        self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
+        self.variant = variant
 
     def prepare(self, policy):
         if not policy.has_snapshot("magnet"):
@@ -42,16 +41,15 @@ class MPO(Algorithm):
         l = policy.log_probs()
         return D.prox(l, win_rates(l), self.eta, self.tau, policy.snapshot(self.magnet))
 
-    def rollout(self, policy, prompt):
-        return play_against(policy, prompt, self.k, "policy", [self.magnet], self.logprob_reduction)
+    def rollout(self, rollouts, prompt):
+        return rollouts.play_against(prompt, self.k, "policy", [self.magnet], self.logprob_reduction)
 
-    def loss(self, policy, batch):
-        logp = policy.response_log_probs(batch["prompt"], batch["responses"], reduction=self.logprob_reduction)
-        kl_terms = [(self.tau, batch[self.magnet]), (1 / self.eta, first_forward(batch, logp))]
+    def loss(self, rollout, logp):
+        kl_terms = [(self.tau, rollout.anchors[self.magnet]), (1 / self.eta, rollout.policy_logp)]
         if self.variant == "rt":
-            reward = batch["p"] - sum(c * (logp.detach() - anchor) for c, anchor in kl_terms)
+            reward = rollout.p - sum(c * (logp.detach() - anchor) for c, anchor in kl_terms)
             return policy_gradient(logp, reward)
-        return policy_gradient(logp, batch["p"], kl_terms)
+        return policy_gradient(logp, rollout.p, kl_terms)
 
     def schedule(self, policy):
         if D.is_reset_step(self.step, self.magnet_every):

@@ -9,11 +9,11 @@ both with a KV cache):
 * ``loss: ipo``: the online-IPO variant-1 loss with y'' drawn from the mixture.
 """
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm
 from lit_nash.algorithms.losses import policy_gradient
 from lit_nash.algorithms.online_ipo import OnlineIPO
 from lit_nash.games import dynamics as D
-from lit_nash.rollout import play_against
+from lit_nash.validate import in_unit_interval
 
 
 class NashMD(Algorithm):
@@ -26,14 +26,14 @@ class NashMD(Algorithm):
             if not self.eta * self.tau <= 1:
                 raise ValueError(f"algo={self.name}: mixture_coef=null uses eta*tau, which must lie in [0, 1], got "
                                  f"{self.eta * self.tau}; lower eta or tau, or set mixture_coef")
-        elif isinstance(mixture_coef, bool) or not isinstance(mixture_coef, (int, float)) or not 0 <= mixture_coef <= 1:
-            raise ValueError(f"algo={self.name}: mixture_coef must lie in [0, 1] (or null for eta*tau), got {mixture_coef}")
+        else:
+            in_unit_interval(f"algo={self.name}: mixture_coef", mixture_coef, note=" (or null for eta*tau)")
         if loss not in ("pg", "ipo"):
             raise ValueError(f"algo={self.name}: loss must be 'pg' or 'ipo', got {loss!r}")
-        k = check_count("k", k, self.name, 1, "responses per prompt")
-        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
-        self.mixture_coef, self.loss_kind, self.k, self.logprob_reduction = mixture_coef, loss, k, logprob_reduction
-        self._ipo = OnlineIPO(eta, tau, 1, k=k, opponent="mixture", logprob_reduction=logprob_reduction)
+        self.k = self.count("k", k, 1, "responses per prompt")
+        self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
+        self.mixture_coef, self.loss_kind = mixture_coef, loss
+        self._ipo = OnlineIPO(eta, tau, 1, k=self.k, opponent="mixture", logprob_reduction=logprob_reduction)
 
     def hparams(self):
         return {**super().hparams(), "loss": self.loss_kind}
@@ -46,13 +46,12 @@ class NashMD(Algorithm):
         mix = D.geometric_mixture(policy.log_probs(), policy.snapshot("ref"), self.alpha)
         return D.mwu(mix, win_rates(mix), self.eta)
 
-    def rollout(self, policy, prompt):
+    def rollout(self, rollouts, prompt):
         if self.loss_kind == "ipo":
-            return self._ipo.rollout(policy, prompt, mixture_coef=self.alpha)
-        return play_against(policy, prompt, self.k, "mixture", ["ref"], self.logprob_reduction, self.alpha)
+            return self._ipo.rollout(rollouts, prompt, mixture_coef=self.alpha)
+        return rollouts.play_against(prompt, self.k, "mixture", ["ref"], self.logprob_reduction, self.alpha)
 
-    def loss(self, policy, batch):
+    def loss(self, rollout, logp):
         if self.loss_kind == "ipo":
-            return self._ipo.loss(policy, batch)
-        logp = policy.response_log_probs(batch["prompt"], batch["responses"], reduction=self.logprob_reduction)
-        return policy_gradient(logp, batch["p"], [(self.tau, batch["ref"])])
+            return self._ipo.loss(rollout, logp)
+        return policy_gradient(logp, rollout.p, [(self.tau, rollout.anchors["ref"])])

@@ -5,30 +5,31 @@ step (ALGORITHMS.md §2.12). Here eta is the prox step s = η_paper/β and tau =
 
 Practical step (approximate Nash-MP [I, no official code]): each prox step maximizes
 E_{y~π_θ, y'~opponent}[P(y≻y')] − β·KL(π_θ‖π_ref) − (1/η)·KL(π_θ‖π_k) with ``inner_steps`` policy-gradient
-steps (Nash-MD-PG's estimator). The half step plays the anchor π_k; the policy is then saved as snapshot
-"half_step", parameters and optimizer return to π_k, and the full step plays the half step. The anchor is
-refreshed after each iteration. One iteration is 2·inner_steps optimizer steps.
+steps (Nash-MD-PG's estimator). The first call plays the anchor π_k; its result is kept as the snapshot
+"half_step", parameters and optimizer return to π_k, and the second call plays the half step
+(``lit_nash.algorithms.two_call``). The anchor is refreshed after each iteration. One iteration is
+2·inner_steps optimizer steps, all on the same prompts.
 """
 
 from functools import partial
 
-from lit_nash.algorithms.base import (REDUCTIONS, Algorithm, check_choice, check_count, restore_training_state,
-                                     training_state)
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm
 from lit_nash.algorithms.losses import policy_gradient
+from lit_nash.algorithms.two_call import HALF_STEP, TwoCallStep
 from lit_nash.games import dynamics as D
-from lit_nash.rollout import play_against
 
 
 class NashMP(Algorithm):
     name = "nash_mp"
+    uses_rounds = False  # plays its own half step every step
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, inner_steps: int = 1, k: int = 2,
                  logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
-        inner_steps = check_count("inner_steps", inner_steps, self.name, 1, "policy-gradient steps per prox step")
-        k = check_count("k", k, self.name, 1, "policy samples per prompt")
-        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
-        self.inner_steps, self.k, self.logprob_reduction = int(inner_steps), k, logprob_reduction
+        self.inner_steps = self.count("inner_steps", inner_steps, 1, "policy-gradient steps per prox step")
+        self.k = self.count("k", k, 1, "policy samples per prompt")
+        self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
+        self.two_call = TwoCallStep(half_steps=self.inner_steps)
 
     def prepare(self, policy):
         if not policy.has_snapshot("anchor"):
@@ -39,24 +40,34 @@ class NashMP(Algorithm):
         full, _half = D.two_call(op, policy.log_probs(), win_rates)
         return full
 
-    def loss(self, policy, batch):
-        logp = policy.response_log_probs(batch["prompt"], batch["responses"], reduction=self.logprob_reduction)
-        return policy_gradient(logp, batch["p"], [(self.tau, batch["ref"]), (1 / self.eta, batch["anchor"])])
+    def steps_per_iteration(self, sampled):
+        return 2 * self.inner_steps if sampled else 1
 
-    def _prox_steps(self, policy, prompt, opponent):
-        for _ in range(self.inner_steps):
-            batch = play_against(policy, prompt, self.k, opponent, ["ref", "anchor"], self.logprob_reduction)
-            loss = policy.optimize(partial(self.loss, policy), batch)
-        return loss
+    def prompt_repeat(self, sampled):
+        return self.steps_per_iteration(sampled)
 
-    def sampled_step(self, policy, prompt, new_round=True):
-        # samples from its half step every iteration, so rounds do not apply
-        start = training_state(policy)
-        self._prox_steps(policy, prompt, opponent="anchor")
-        policy.refresh_snapshot("half_step")
-        restore_training_state(policy, start)
-        return self._prox_steps(policy, prompt, opponent="half_step")
+    def rollout(self, rollouts, prompt):
+        opponent = HALF_STEP if self.two_call.second_call else "anchor"
+        return rollouts.play_against(prompt, self.k, opponent, ["ref", "anchor"], self.logprob_reduction)
+
+    def loss(self, rollout, logp):
+        return policy_gradient(logp, rollout.p, [(self.tau, rollout.anchors["ref"]), (1 / self.eta, rollout.anchors["anchor"])])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.sampled:
+            self.two_call.start(pl_module, trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not pl_module.sampled or self.two_call.end(pl_module, trainer.global_step):
+            self.end_step(pl_module.network)
 
     def schedule(self, policy):
-        if policy.has_snapshot("half_step"):  # sampled play: the new iterate is the next prox center
+        if policy.has_snapshot(HALF_STEP):  # sampled play: the new iterate is the next prox center
             policy.refresh_snapshot("anchor")
+
+    def state_dict(self):
+        return {**super().state_dict(), "two_call": self.two_call.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.two_call.load_state_dict(state_dict.get("two_call", {}))

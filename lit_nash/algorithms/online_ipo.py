@@ -11,10 +11,11 @@ Practical loss (τ = β), with h = ℓ_θ − ℓ_ref:
 
 import torch
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count, check_sampling
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm
 from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
-from lit_nash.rollout import label
+from lit_nash.generation.base import SamplingGroup
+from lit_nash.rollout import Rollout
 
 
 class OnlineIPO(Algorithm):
@@ -25,38 +26,37 @@ class OnlineIPO(Algorithm):
         super().__init__(eta, tau)
         if variant not in (1, 2):
             raise ValueError(f"algo={self.name}: variant must be 1 or 2, got {variant}")
-        k = check_count("k", k, self.name, 1, "(y, y') pairs per prompt")
-        check_sampling(self.name, proposal_temperature, proposal_top_k)
-        check_choice("opponent", opponent, ("policy", "mixture"), self.name)
-        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
-        self.variant, self.k = variant, k
-        self.proposal_temperature = proposal_temperature
-        self.proposal_top_k = proposal_top_k
-        self.opponent = opponent  # where y'' comes from: the policy, or "mixture" (Nash-MD with the IPO loss)
-        self.logprob_reduction = logprob_reduction
+        self.k = self.count("k", k, 1, "(y, y') pairs per prompt")
+        self.check_proposal(proposal_temperature, proposal_top_k)
+        self.opponent = self.choose("opponent", opponent, ("policy", "mixture"))  # where y'' comes from
+        self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
+        self.variant = variant
+        self.proposal_temperature, self.proposal_top_k = proposal_temperature, proposal_top_k
 
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
         return D.omd(l, win_rates(l), self.eta, self.tau, policy.snapshot("ref"))
 
-    def rollout(self, policy, prompt, mixture_coef: float = 0.0):
-        """k pairs per prompt, stored as responses (N, 2k): y in the first k columns, y' in the last k."""
+    def rollout(self, rollouts, prompt, source: str = "policy", mixture_coef: float = 0.0):
+        """k pairs per prompt, stored as responses (N, 2k): y in the first k columns, y' in the last k.
+        ``source`` samples them (EGPO's second call: the half step); y'' comes from ``self.opponent``."""
         k = self.k
         if self.variant == 1:
-            pair, third = policy.sample_groups(prompt, [  # one decoding loop where the sources share a model
-                dict(k=2 * k, temperature=self.proposal_temperature, top_k=self.proposal_top_k),
-                dict(k=k, source=self.opponent, mixture_coef=mixture_coef),
+            opponent = source if self.opponent == "policy" else self.opponent
+            pair, third = rollouts.sample(prompt, [  # one decoding loop where the sources share a model
+                SamplingGroup(k=2 * k, source=source, temperature=self.proposal_temperature, top_k=self.proposal_top_k),
+                SamplingGroup(k=k, source=opponent, mixture_coef=mixture_coef),
             ])
             # y and y' both meet y'' in one preference call: a reward model scores each distinct response once
-            p = label(policy.preference, prompt, pair, torch.cat([third, third], dim=1))
-            target = p[:, :k] - p[:, k:]
+            p = rollouts.label(prompt, pair, torch.cat([third, third], dim=1))
+            target, samples = p[:, :k] - p[:, k:], {"proposal": pair, "opponent": third}
         else:
-            pair = policy.sample(prompt, 2 * k)
-            target = label(policy.preference, prompt, pair[:, :k], pair[:, k:]) - 0.5
-        ref = policy.response_log_probs(prompt, pair, source="ref", reduction=self.logprob_reduction)
-        return {"prompt": prompt, "pair": pair, "target": target / self.tau, "ref": ref}
+            (pair,) = rollouts.sample(prompt, [SamplingGroup(k=2 * k, source=source)])
+            p = rollouts.label(prompt, pair[:, :k], pair[:, k:])
+            target, samples = p - 0.5, {"policy": pair}
+        return Rollout(prompt=prompt, responses=pair, reduction=self.logprob_reduction, p=p, target=target / self.tau,
+                       anchors=rollouts.anchors(prompt, pair, ["ref"], self.logprob_reduction), samples=samples)
 
-    def loss(self, policy, batch):
-        logp = policy.response_log_probs(batch["prompt"], batch["pair"], reduction=self.logprob_reduction)
-        h = anchored_log_ratio(logp, [(1.0, batch["ref"])])
-        return squared_regression(h[:, : self.k] - h[:, self.k :], batch["target"])
+    def loss(self, rollout, logp):
+        h = anchored_log_ratio(logp, [(1.0, rollout.anchors["ref"])])
+        return squared_regression(h[:, : self.k] - h[:, self.k :], rollout.target)

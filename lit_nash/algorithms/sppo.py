@@ -10,10 +10,11 @@ responses is the MWU iterate (tests/algorithms/test_losses.py).
 
 import torch
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm, check_choice, check_count
-from lit_nash.algorithms.losses import first_forward, squared_regression
+from lit_nash.algorithms.base import REDUCTIONS, Algorithm
+from lit_nash.algorithms.losses import squared_regression
 from lit_nash.games import dynamics as D
-from lit_nash.rollout import gather, label_all_pairs, win_rate_scores
+from lit_nash.generation.base import SamplingGroup
+from lit_nash.rollout import Rollout, gather, win_rate_scores
 
 
 class SPPO(Algorithm):
@@ -21,24 +22,21 @@ class SPPO(Algorithm):
 
     def __init__(self, eta: float = 1.0, k: int = 5, logprob_reduction: str = "sum"):
         super().__init__(eta)
-        k = check_count("k", k, self.name, 2, "samples per prompt: the best and the worst are trained on")
-        check_choice("logprob_reduction", logprob_reduction, REDUCTIONS, self.name)
-        self.k = k
-        self.logprob_reduction = logprob_reduction
+        self.k = self.count("k", k, 2, "samples per prompt: the best and the worst are trained on")
+        self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
 
     def exact_step(self, policy, win_rates):
         l = policy.log_probs()
         return D.mwu(l, win_rates(l), self.eta)
 
-    def rollout(self, policy, prompt):
-        samples = policy.sample(prompt, self.k)
-        scores = win_rate_scores(label_all_pairs(policy.preference, prompt, samples))
+    def rollout(self, rollouts, prompt):
+        (samples,) = rollouts.sample(prompt, [SamplingGroup(k=self.k)])
+        scores = win_rate_scores(rollouts.label_all_pairs(prompt, samples))
         best, worst = scores.argmax(-1), scores.argmin(-1)
         pair = torch.cat([gather(samples, best), gather(samples, worst)], dim=1)
         target = self.eta * (torch.cat([scores.gather(1, best[:, None]), scores.gather(1, worst[:, None])], 1) - 0.5)
-        return {"prompt": prompt, "pair": pair, "target": target}
+        return Rollout(prompt=prompt, responses=pair, reduction=self.logprob_reduction, target=target,
+                       samples={"policy": samples})
 
-    def loss(self, policy, batch):
-        logp = policy.response_log_probs(batch["prompt"], batch["pair"], reduction=self.logprob_reduction)
-        return squared_regression(logp - first_forward(batch, logp), batch["target"])
-
+    def loss(self, rollout, logp):
+        return squared_regression(logp - rollout.policy_logp, rollout.target)

@@ -5,13 +5,13 @@ allowed) and win-rate vectors ``g = P @ pi_opponent`` of the same shape, and ret
 normalized to log-probabilities. Leading dimensions are independent games (or prompts), so one call
 advances thousands of games at once, on whatever device the tensors live on.
 
-The algorithms in ``lit_nash.algorithms`` compose these operators; ``simulate`` runs any algorithm's
-exact dynamics on a batch of matrix games.
+The algorithms in ``lit_nash.algorithms`` compose these operators; ``lit_nash.algorithms.simulate`` runs
+any algorithm's exact dynamics on a batch of matrix games.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -70,49 +70,3 @@ def two_call(op: Operator, l: Tensor, win_rates_of: Callable[[Tensor], Tensor]) 
 def is_reset_step(step: int, every: int | None) -> bool:
     """True after every ``every``-th completed step (1-based); ``None`` or 0 never resets."""
     return bool(every) and step > 0 and step % every == 0
-
-
-class Simulation(NamedTuple):
-    log_pi: Tensor  # final log-policies, (games, K)
-    trajectory: Tensor  # log-policies at the recorded steps, (records, games, K)
-    steps: Tensor  # the step index of each record (0 = the start)
-
-
-def simulate(
-    algorithm,
-    P: Tensor,
-    steps: int,
-    ref: Tensor | None = None,
-    init: Tensor | None = None,
-    record_every: int = 0,
-) -> Simulation:
-    """Run ``algorithm``'s exact dynamics for ``steps`` steps on a batch of games at once.
-
-    ``P`` is (games, K, K) (or one K×K game); ``ref`` the reference logits (default uniform) and
-    ``init`` the starting logits (default the reference). The algorithm object is the one ``fit`` uses,
-    schedule included; its step counter restarts at 0. ``record_every=n`` keeps every n-th iterate.
-    """
-    from lit_nash.policy import TabularPolicy
-
-    P = torch.as_tensor(P, dtype=torch.float64)
-    P = P.unsqueeze(0) if P.dim() == 2 else P
-    games, K = P.shape[0], P.shape[-1]
-    policy = TabularPolicy(games, K).to(P.device)
-    if ref is not None:
-        policy.snapshots.set("ref", normalize(torch.as_tensor(ref, dtype=P.dtype, device=P.device).expand(games, K)))
-    start = policy.snapshot("ref") if init is None else torch.as_tensor(init, dtype=P.dtype, device=P.device)
-    policy.set_logits(normalize(start.expand(games, K)))
-
-    def oracle(log_pi: Tensor) -> Tensor:
-        return win_rates(P, log_pi)
-
-    algorithm.step = 0
-    algorithm.prepare(policy)
-    records, at = [policy.log_probs().clone()], [0]
-    for t in range(1, steps + 1):
-        policy.set_logits(algorithm.exact_step(policy, oracle))
-        algorithm.end_step(policy)
-        if record_every and t % record_every == 0:
-            records.append(policy.log_probs().clone())
-            at.append(t)
-    return Simulation(policy.log_probs(), torch.stack(records), torch.tensor(at))

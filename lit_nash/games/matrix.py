@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lit_nash.validate import is_integer
+
 
 def _index(t: Tensor) -> list[int]:
     """Index of the first True entry of a boolean tensor (row-major order)."""
@@ -106,7 +108,7 @@ def egpo_random(num_actions: int = 10, num_games: int = 1, seed: int = 0) -> Mat
 
     Seeded with its own ``torch.Generator`` so the game does not depend on (or disturb) global RNG state.
     """
-    if any(isinstance(n, bool) or int(n) != n for n in (num_actions, num_games)) or num_actions < 1 or num_games < 1:
+    if not (is_integer(num_actions) and is_integer(num_games)) or num_actions < 1 or num_games < 1:
         raise ValueError(f"need num_actions ≥ 1 and num_games ≥ 1, got {num_actions} and {num_games}")
     gen = torch.Generator().manual_seed(seed)
     U = torch.rand(num_games, num_actions, num_actions, generator=gen, dtype=torch.float64)
@@ -143,7 +145,7 @@ def bt_mixture(rewards=None, weights=None, num_actions: int = 3, scale: float = 
     action is beaten by a majority, so no single response is best and the NE is mixed.
     """
     if rewards is None:
-        if isinstance(num_actions, bool) or int(num_actions) != num_actions or num_actions < 2:
+        if not is_integer(num_actions) or num_actions < 2:
             raise ValueError(f"bt_mixture num_actions must be an integer >= 2, got {num_actions}")
         if not np.isfinite(float(scale)):
             raise ValueError(f"bt_mixture scale must be finite, got {scale}")

@@ -5,9 +5,10 @@ renders each comparison with **its own** template (optionally wrapped in its tok
 answers ``prob_text(prompts, a, b)`` → P(a ≻ b | prompt), a float32 CPU tensor of shape (n,), with all n
 pairs scored in batched forwards of ``batch_size`` sequences.
 
-In training it answers ``prob(prompt, a, b)`` on the policy's prompt indices and token ids, like the exact
-oracles: the policy hands it its ``prompt_text`` and ``decode`` (``read_with``), so the model judges the
-text the policy wrote, re-encoded with the judge's own tokenizer and template. The model may live on its own device
+In training and evaluation the rollout (``lit_nash.rollout.label``) decodes the policy's responses to text
+with the policy's tokenizer, once per sample, and hands the text over: the model judges the text the
+policy wrote, re-encoded with the judge's own tokenizer and template, and never calls into the policy.
+The model may live on its own device
 (``device``), in which case moving the LightningModule (the Trainer does) leaves it where it was put.
 
 The model is a frozen judge: parameters do not require grad, and it is run in eval mode under no_grad.
@@ -17,15 +18,15 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from lit_nash.models import check_model_dir, check_vocab_fits, resolve_pad_token
+from lit_nash.validate import integer
+from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, load_tokenizer, resolve_pad_token, torch_dtype
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def template_fields(template: str) -> set[str]:
@@ -58,17 +59,10 @@ class TextPreference(L.LightningModule):
         pad_token: str | None = None,
     ):
         super().__init__()
-        import transformers
-        from transformers import AutoTokenizer
-
-        if batch_size < 1:
-            raise ValueError(f"preference.batch_size must be ≥ 1, got {batch_size}")
+        integer("preference.batch_size", batch_size, 1)
         if max_length is not None and max_length < 1:
             raise ValueError(f"preference.max_length must be ≥ 1 or null, got {max_length}")
-        if dtype not in DTYPES:
-            raise ValueError(f"preference.dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size:
-            raise ValueError(f"preference.batch_size must be an integer >= 1, got {batch_size}")
+        torch_dtype(dtype, "preference.dtype")
         path = Path(path)
         tokenizer_path = path if tokenizer_path is None else Path(tokenizer_path)
         for key, p in (("path", path), ("tokenizer_path", tokenizer_path)):
@@ -91,19 +85,10 @@ class TextPreference(L.LightningModule):
         self.use_chat_template = bool(use_chat_template)
 
         # its own tokenizer object, loaded from disk: never shared with the policy
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"{type(self).__name__}: preference.tokenizer_path {str(tokenizer_path)!r}: no "
-                                    f"tokenizer found ({e}); save the tokenizer there with save_pretrained") from e
+        owner = f"{type(self).__name__}: "
+        self.tokenizer = load_tokenizer(tokenizer_path, "preference.tokenizer_path", owner, trust_remote_code)
         resolve_pad_token(self.tokenizer, pad_token, "preference.pad_token", str(tokenizer_path))
-        try:
-            model = getattr(transformers, self.auto_class).from_pretrained(
-                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
-            )
-        except OSError as e:
-            raise FileNotFoundError(f"{type(self).__name__}: preference.path {str(path)!r}: no model could be loaded "
-                                    f"({e}); save it there with save_pretrained (safetensors)") from e
+        model = load_pretrained(self.auto_class, path, "preference.path", dtype, owner, trust_remote_code)
         check_vocab_fits(self.tokenizer, model, f"{type(self).__name__}: preference.tokenizer_path",
                          str(tokenizer_path), str(path))
         if getattr(model.config, "pad_token_id", None) is None:
@@ -111,7 +96,6 @@ class TextPreference(L.LightningModule):
         model.requires_grad_(False)
         self.model = model.eval()
         self._pinned = torch.device(device) if device is not None else None
-        self._reader: tuple[Callable[[int], str], Callable[[Tensor], list[str]]] | None = None
         if self._pinned is not None:
             self.model.to(self._pinned)
 
@@ -175,20 +159,6 @@ class TextPreference(L.LightningModule):
         finally:
             self.model.train(was_training)
         return p.detach().to("cpu", torch.float32)  # not clamped: a value outside [0, 1] is the model's bug, refused by check_probabilities
-
-    def read_with(self, prompt_text: Callable[[int], str], decode: Callable[[Tensor], list[str]]) -> None:
-        """How to read a policy's prompts (index → text) and responses (token ids → texts)."""
-        self._reader = (prompt_text, decode)
-
-    def prob(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        """P(a ≻ b | prompt) for prompt indices (N,) and token-id responses (N, m, T) → (N, m), on a's device."""
-        if self._reader is None:
-            raise RuntimeError(f"{type(self).__name__}.prob needs a policy to read from: policy ids are text only "
-                               "through the policy's tokenizer (CausalLMPolicy calls read_with)")
-        prompt_text, decode = self._reader
-        N, m = a.shape[:2]
-        prompts = [prompt_text(i) for i in prompt.tolist() for _ in range(m)]
-        return self.prob_text(prompts, decode(a), decode(b)).view(N, m).to(a.device)
 
     def forward(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> Tensor:
         return self.prob_text(prompts, a, b)

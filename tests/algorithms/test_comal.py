@@ -2,7 +2,7 @@ import torch
 
 from lit_nash.algorithms import COMAL
 from lit_nash.games import kl, nash_equilibrium
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 
 from .exact import gaps
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lit_nash.algorithms import EGPO
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 
 from .exact import contraction, gaps, kl_curve, reg_gaps
 

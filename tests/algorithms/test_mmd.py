@@ -1,7 +1,7 @@
 import pytest
 
 from lit_nash.algorithms import MMD
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 
 from .exact import gaps, reg_gaps
 

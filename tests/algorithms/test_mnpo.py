@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lit_nash.algorithms import INPO, MNPO
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 
 from .exact import gaps, reg_gaps
 

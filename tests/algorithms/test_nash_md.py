@@ -1,5 +1,5 @@
 from lit_nash.algorithms import NashMD
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 
 from .exact import reg_gaps
 

@@ -1,7 +1,7 @@
 import pytest
 
 from lit_nash.algorithms import OnlineIPO
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 
 from .exact import gaps, kl_curve, reg_gaps
 

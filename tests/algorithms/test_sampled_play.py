@@ -12,12 +12,14 @@ Thresholds, from the theory and the exact dynamics (tests/algorithms/test_<name>
 * SPPO (MWU) has no last-iterate guarantee; its time-averaged policy must beat the uniform start.
 """
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
 
 from lit_nash.algorithms import COMAL, EGPO, INPO, MMD, MNPO, MPO, SPPO, NashMD, NashMP, OnlineIPO
-from lit_nash.data import GameDataModule
+from lit_nash.build import assemble
 from lit_nash.games import comal_cycle, duality_gap, regularized_duality_gap
 from lit_nash.policy import TabularPolicy
 from lit_nash.preference import GameOracle
@@ -33,7 +35,7 @@ class AveragePolicy(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, *args):
         if trainer.global_step > self.start:
-            self.total, self.count = self.total + pl_module.log_probs().exp(), self.count + 1
+            self.total, self.count = self.total + pl_module.network.log_probs().exp(), self.count + 1
 
     def gap(self):
         return duality_gap(comal_cycle().P, self.total / self.count).item()
@@ -42,12 +44,12 @@ class AveragePolicy(L.Callback):
 def play(algo, steps, lr, average_from=0):
     L.seed_everything(0, verbose=False)
     game = comal_cycle()
-    policy = TabularPolicy(1, 3, mode="sampled", lr=lr, algorithm=algo, preference=GameOracle(game))
+    run = assemble(TabularPolicy(1, 3), algo, GameOracle(game), optimizer=partial(torch.optim.SGD, lr=lr))
     average = AveragePolicy(average_from)
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[algo, average])
-    trainer.fit(policy, datamodule=GameDataModule(1))
-    pi = policy.log_probs().exp()
+                        enable_model_summary=False, callbacks=[run.algorithm, average])
+    trainer.fit(run.policy, datamodule=run.data)
+    pi = run.network.log_probs().exp()
     uniform = torch.full_like(pi, 1 / 3)
     return duality_gap(game.P, pi).item(), regularized_duality_gap(game.P, pi, uniform, 0.1).item(), average
 

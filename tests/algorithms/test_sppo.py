@@ -2,7 +2,7 @@ import torch
 
 from lit_nash.algorithms import SPPO
 from lit_nash.games import duality_gap
-from lit_nash.games.dynamics import simulate
+from lit_nash.algorithms.simulate import simulate
 
 from .exact import gaps
 

@@ -12,15 +12,19 @@ seed. Measured over training seeds 0, 1, 2 (seed 0 is the test's): mnpo 0.89/0.8
 with its default reset period ranged 0.52–0.56 over seeds: it had barely left the reference. The
 estimate's standard error is about 0.015, so the test asks for ≥ 0.56 (the start, 0.5, + 3σ)."""
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
 
 from lit_nash.algorithms import ALGORITHMS
-from lit_nash.data import GameDataModule
+from lit_nash.build import assemble
+from lit_nash.generation import HFGenerator, SamplingGroup
 from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
 from lit_nash.policy.causal_lm import CausalLMPolicy
 from lit_nash.preference import BradleyTerryReward
+from lit_nash.rollout import label
 
 WORDS = "hello name a colour red blue green cat dog big small count to three".split()
 PROMPTS = ["name a colour", "count to three", "hello", "big cat small dog"]
@@ -32,11 +36,13 @@ def paths(tmp_path_factory):
     return tiny_causal_lm(root / "policy", WORDS, seed=1), tiny_sequence_classifier(root / "reward", WORDS, num_labels=1, seed=3)
 
 
-def win_rate_vs_ref(policy, n=64):
+def win_rate_vs_ref(network, preference, n=64):
     torch.manual_seed(123)
     prompt = torch.arange(len(PROMPTS))
-    a, b = policy.sample(prompt, n), policy.sample(prompt, n, source="ref")
-    return policy.preference.prob(prompt, a, b).mean().item()
+    generator = HFGenerator(network)
+    (a,) = generator.generate(prompt, [SamplingGroup(k=n)])
+    (b,) = generator.generate(prompt, [SamplingGroup(k=n, source="ref")])
+    return label(preference, prompt, a.responses, b.responses, reader=network).mean().item()
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -46,11 +52,11 @@ def test_training_raises_the_win_rate_against_the_reference(paths, name):
     settings = {"egpo": {"k": 2}, "comal": {"k": 4, "reset_every": 10}}.get(name, {"k": 4})
     algo = ALGORITHMS[name](**settings)
     steps = 80 if name in ("mpo", "mmd", "comal") else 40
-    policy = CausalLMPolicy(str(policy_path), prompts=PROMPTS, max_new_tokens=6, lr=3e-3, algorithm=algo,
-                            preference=BradleyTerryReward(str(reward_path)))
-    start = win_rate_vs_ref(policy)
+    run = assemble(CausalLMPolicy(str(policy_path), prompts=PROMPTS, max_new_tokens=6), algo,
+                   BradleyTerryReward(str(reward_path)), optimizer=partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0))
+    start = win_rate_vs_ref(run.network, run.preference)
     trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, callbacks=[algo], accelerator="cpu")
-    trainer.fit(policy, datamodule=GameDataModule(len(PROMPTS)))
+                        enable_checkpointing=False, callbacks=[run.algorithm], accelerator="cpu")
+    trainer.fit(run.policy, datamodule=run.data)
     assert abs(start - 0.5) < 0.05
-    assert win_rate_vs_ref(policy) >= 0.56
+    assert win_rate_vs_ref(run.network, run.preference) >= 0.56

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from lit_nash.data import PromptDataModule, load_prompts
+from lit_nash.data import load_prompts
+from lit_nash.engine import prompt_dataset
+from lit_nash.rollout import Rollouts
 
 CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "name a colour"},
         {"role": "assistant", "content": "red"}]
@@ -37,8 +39,9 @@ def test_conversations_keep_their_turns_without_the_trailing_answer(tmp_path):
 
 def test_the_datamodule_streams_indices_into_its_prompts(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"question {i}"} for i in range(10)])
-    data = PromptDataModule(str(path), max_prompts=6, prompts_per_step=4, seed=3)
+    data = prompt_dataset(str(path), max_prompts=6, prompts_per_step=4, seed=3)
     assert data.num_prompts == 6 and data.prompts[0] == "question 0"
+    data.attach(None, rollouts=Rollouts(None, None, None))  # sampled play: prompts_per_step applies (exact play takes all)
     batches = iter(data.train_dataloader())
     first = next(batches)["prompt"]
     assert first.shape == (4,) and first.max() < 6 and len(set(first.tolist())) == 4

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lit_nash.algorithms import ALGORITHMS, EGPO, MPO
+from lit_nash.algorithms.simulate import simulate
 from lit_nash.games import comal_cycle, egpo_random, regularized_nash
 from lit_nash.games import dynamics as D
 
@@ -61,17 +62,17 @@ def test_reset_schedule():
 def test_simulate_is_batched_and_games_are_independent():
     """One call advances many games; each game's trajectory equals its own single-game run."""
     P = egpo_random(num_actions=10, num_games=200, seed=0).P
-    batch = D.simulate(EGPO(eta=1.0, tau=0.1), P, 100, record_every=50)
+    batch = simulate(EGPO(eta=1.0, tau=0.1), P, 100, record_every=50)
     assert batch.trajectory.shape == (3, 200, 10) and batch.steps.tolist() == [0, 50, 100]
     for i in (0, 137):
-        single = D.simulate(EGPO(eta=1.0, tau=0.1), P[i], 100)
+        single = simulate(EGPO(eta=1.0, tau=0.1), P[i], 100)
         torch.testing.assert_close(batch.log_pi[i], single.log_pi[0], rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_every_algorithm_runs_on_a_batch_of_games(name):
     P = egpo_random(num_actions=10, num_games=64, seed=1).P
-    sim = D.simulate(ALGORITHMS[name](), P, 20)
+    sim = simulate(ALGORITHMS[name](), P, 20)
     assert sim.log_pi.shape == (64, 10)
     torch.testing.assert_close(sim.log_pi.exp().sum(-1), torch.ones(64, dtype=torch.float64))
 
@@ -79,7 +80,7 @@ def test_every_algorithm_runs_on_a_batch_of_games(name):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_simulate_runs_on_the_gpu_and_agrees_with_the_cpu():
     P = comal_cycle().P
-    cpu = D.simulate(MPO(), P, 300)
-    gpu = D.simulate(MPO(), P.cuda(), 300)
+    cpu = simulate(MPO(), P, 300)
+    gpu = simulate(MPO(), P.cuda(), 300)
     assert gpu.log_pi.is_cuda
     torch.testing.assert_close(gpu.log_pi.cpu(), cpu.log_pi, rtol=0, atol=1e-12)

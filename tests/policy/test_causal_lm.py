@@ -1,10 +1,13 @@
-"""The causal-LM policy on tiny random GPT-2 / Llama models built offline: sampling, scoring, the exact
-token-game distribution, and snapshots (LoRA adapters or state copies) that survive training and checkpoints."""
+"""The causal-LM policy network on tiny random GPT-2 / Llama models built offline: sampling (through the hf
+generator), scoring, the exact token-game distribution, and snapshots (copies of the LoRA adapter or of all
+parameters) that survive training and checkpoints. The fused sampling groups are tested in
+tests/generation/test_hf.py."""
 
 import pytest
 import torch
 
 from lit_nash.games.token import token_game
+from lit_nash.generation import HFGenerator, SamplingGroup
 from lit_nash.models import tiny_causal_lm
 from lit_nash.policy.causal_lm import CausalLMPolicy
 
@@ -25,6 +28,12 @@ def paths(tmp_path_factory):
 def make(paths, arch="gpt2", lora=False, **kw):
     kw.setdefault("max_new_tokens", 4)
     return CausalLMPolicy(paths[arch], game=GAME, lora=LORA[arch] if lora else None, **kw)
+
+
+def sample(policy, prompt, k, return_log_probs=False, **group):
+    """One sampling group through the hf generator (what the old ``policy.sample`` did)."""
+    out = HFGenerator(policy).generate(prompt, [SamplingGroup(k=k, **group)], return_log_probs=return_log_probs)[0]
+    return (out.responses, out.log_probs) if return_log_probs else out.responses
 
 
 def train(policy, steps=3, lr=0.05):
@@ -51,7 +60,7 @@ def test_missing_model_path_is_named(tmp_path):
 def test_sample_shape_eos_pad_structure_and_greedy(paths, arch):
     policy = make(paths, arch, max_new_tokens=5)
     torch.manual_seed(0)
-    r = policy.sample(PROMPTS, 3)
+    r = sample(policy, PROMPTS, 3)
     assert r.shape[:2] == (4, 3) and r.shape[2] <= 5 and r.dtype == torch.long
     eos = r == policy.eos_id
     for seq, e in zip(r.view(-1, r.shape[-1]), eos.view(-1, r.shape[-1])):
@@ -60,47 +69,19 @@ def test_sample_shape_eos_pad_structure_and_greedy(paths, arch):
             assert (seq[first + 1:] == policy.pad_id).all()
         else:
             assert r.shape[-1] == 5  # no EOS only when max_new_tokens ran out
-    greedy = [policy.sample(PROMPTS, 3, top_k=1, temperature=0.7) for _ in range(2)]
+    greedy = [sample(policy, PROMPTS, 3, top_k=1, temperature=0.7) for _ in range(2)]
     assert torch.equal(greedy[0], greedy[1]) and (greedy[0] == greedy[0][:, :1]).all()
-    assert policy.sample(PROMPTS, 2, source="ref", top_k=1).shape[:2] == (4, 2)
+    assert sample(policy, PROMPTS, 2, source="ref", top_k=1).shape[:2] == (4, 2)
 
 
 def test_sampling_is_reproducible_with_a_seed(paths):
     policy = make(paths)
     torch.manual_seed(7)
-    a = policy.sample(PROMPTS, 4)
+    a = sample(policy, PROMPTS, 4)
     torch.manual_seed(7)
-    b = policy.sample(PROMPTS, 4)
-    assert torch.equal(a, b) and not torch.equal(a, policy.sample(PROMPTS, 4))
+    b = sample(policy, PROMPTS, 4)
+    assert torch.equal(a, b) and not torch.equal(a, sample(policy, PROMPTS, 4))
 
-
-
-@pytest.mark.parametrize("lora", [False, True])
-@pytest.mark.parametrize("groups", [
-    [dict(k=2, temperature=2.0, top_k=3), dict(k=1)],  # online IPO / EGPO: proposal pair and y'' share a forward
-    [dict(k=2), dict(k=2, source="mixture", mixture_coef=0.4)],  # Nash-MD: the mixture's policy half is shared
-    [dict(k=2), dict(k=3, source="snap", top_p=0.9)],  # a snapshot opponent: its own model and cache
-])
-def test_fused_groups_draw_the_same_samples_as_separate_loops(paths, lora, groups):
-    """One decoding loop over several groups = each group alone with its generator: identical tokens (the
-    fused loop may run longer, so a group's extra columns are pad) and log-probs equal up to the float
-    round-off of a different batch size (1e-4 on sums of ≤ 6 token log-probs)."""
-    policy = make(paths, "gpt2", lora=lora, max_new_tokens=6)
-    train(policy, steps=1)
-    policy.refresh_snapshot("snap")
-    train(policy, steps=2)
-    seeds = [3, 4]
-    fused = policy.sample_groups(PROMPTS, groups, return_log_probs=True, seeds=seeds)
-    for group, seed, (responses, logp) in zip(groups, seeds, fused):
-        alone, alone_logp = policy.sample_groups(PROMPTS, [group], return_log_probs=True, seeds=[seed])[0]
-        T = alone.shape[-1]
-        assert responses.shape[:2] == alone.shape[:2] == (len(PROMPTS), group["k"])
-        assert torch.equal(responses[..., :T], alone)
-        assert (responses[..., T:] == policy.pad_id).all()
-        torch.testing.assert_close(logp, alone_logp, rtol=0, atol=1e-4)
-        exact = policy.response_log_probs(PROMPTS, alone, source=group.get("source", "policy"),
-                                          mixture_coef=group.get("mixture_coef", 0.0))
-        torch.testing.assert_close(logp, exact, rtol=0, atol=1e-4)  # generation's log-probs are the scored ones
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -108,7 +89,7 @@ def test_response_log_probs_match_sampling_with_left_padding(paths, arch):
     prompts = ["say 0", "say 0 1 a b", "a", "say"]  # different lengths: left padding must not matter
     policy = CausalLMPolicy(paths[arch], prompts=prompts, max_new_tokens=6)
     torch.manual_seed(1)
-    r, lp = policy.sample(PROMPTS, 3, return_log_probs=True)
+    r, lp = sample(policy, PROMPTS, 3, return_log_probs=True)
     total = policy.response_log_probs(PROMPTS, r)
     assert total.requires_grad
     torch.testing.assert_close(total.detach(), lp, atol=1e-4, rtol=1e-5)
@@ -146,18 +127,18 @@ def test_mixture_endpoints_are_policy_and_ref(paths, lora):
     train(policy, steps=3)  # so that policy ≠ ref
     def draw(**kw):
         torch.manual_seed(3)
-        return policy.sample(PROMPTS, 8, **kw)
+        return sample(policy, PROMPTS, 8, **kw)
     assert torch.equal(draw(source="mixture", mixture_coef=0.0), draw())
     assert torch.equal(draw(source="mixture", mixture_coef=1.0), draw(source="ref"))
     assert not torch.equal(draw(), draw(source="ref"))
     torch.manual_seed(4)
-    r, lp = policy.sample(PROMPTS, 4, source="mixture", mixture_coef=0.5, return_log_probs=True)
+    r, lp = sample(policy, PROMPTS, 4, source="mixture", mixture_coef=0.5, return_log_probs=True)
     mix = policy.response_log_probs(PROMPTS, r, source="mixture", mixture_coef=0.5)
     torch.testing.assert_close(mix.detach(), lp, atol=1e-4, rtol=1e-5)
     with pytest.raises(ValueError, match="mixture_coef"):
-        policy.sample(PROMPTS, 1, source="mixture", mixture_coef=1.5)
+        sample(policy, PROMPTS, 1, source="mixture", mixture_coef=1.5)
     with pytest.raises(KeyError, match="magnet"):
-        policy.sample(PROMPTS, 1, source="magnet")
+        sample(policy, PROMPTS, 1, source="magnet")
 
 
 def _take_five(policy):
@@ -192,7 +173,7 @@ def test_snapshots_freeze_the_policy_and_lora_shares_base_weights(paths, lora):
         assert not torch.allclose(current, value, atol=1e-4)
     # the snapshot is also what sampling and scoring see
     torch.manual_seed(0)
-    r = policy.sample(PROMPTS, 2, source="magnet")
+    r = sample(policy, PROMPTS, 2, source="magnet")
     assert policy.response_log_probs(PROMPTS, r, source="magnet").grad_fn is None
     # restore: the policy becomes the snapshot again
     policy.restore_snapshot("anchor")
@@ -210,7 +191,7 @@ def test_snapshots_survive_state_dict_round_trip(paths, lora):
     train(policy, steps=2)
     state = policy.state_dict()
     fresh = make(paths, lora=lora)
-    fresh.on_load_checkpoint({"state_dict": state})
+    fresh.register_checkpoint(state)
     fresh.load_state_dict(state)  # strict: every snapshot has a home
     assert fresh.snapshot_names() == policy.snapshot_names()
     for source in ("policy", "ref", "magnet", "history/0", "history/1"):
@@ -221,38 +202,39 @@ def test_snapshots_survive_state_dict_round_trip(paths, lora):
 
 
 def test_fit_with_game_metrics_and_exact_resume_with_lora(paths, tmp_path):
-    """The LM with LoRA trained by a real algorithm (MNPO: its history snapshots are adapters) through the
+    """The LM with LoRA trained by a real algorithm (MNPO: its history snapshots are adapter copies) through the
     Lightning loop; stopped after 2 steps and resumed, it ends bit-identical to an uninterrupted 4-step run."""
+    from functools import partial
+
     import lightning as L
 
     from lit_nash.algorithms import MNPO
-    from lit_nash.data import GameDataModule
-    from lit_nash.metrics import GameMetrics
+    from lit_nash.build import assemble
     from lit_nash.preference.token_game import TokenGameOracle
     from lit_nash.rng import RNGCheckpoint
 
     def fit(max_steps, ckpt=None):
-        algo = MNPO(k=2)
-        policy = make(paths, lora=True, algorithm=algo, preference=TokenGameOracle(GAME, paths["gpt2"]), lr=0.01)
+        run = assemble(make(paths, lora=True), MNPO(k=2), TokenGameOracle(GAME, paths["gpt2"]), game=GAME,
+                       optimizer=partial(torch.optim.AdamW, lr=0.01, weight_decay=0.0))
         trainer = L.Trainer(
             max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
-            enable_checkpointing=False, log_every_n_steps=1, callbacks=[algo, GameMetrics(GAME.P, tau=0.1), RNGCheckpoint()],
+            enable_checkpointing=False, log_every_n_steps=1, callbacks=[run.algorithm, run.metrics, RNGCheckpoint()],
             default_root_dir=tmp_path,
         )
-        trainer.fit(policy, datamodule=GameDataModule(GAME.num_prompts), ckpt_path=ckpt)
-        return policy, trainer
+        trainer.fit(run.policy, datamodule=run.data, ckpt_path=ckpt)
+        return run, trainer
 
     L.seed_everything(0)
     full, _ = fit(4)
     L.seed_everything(0)
-    policy, trainer = fit(2)
+    run, trainer = fit(2)
     assert 0 <= float(trainer.callback_metrics["game/duality_gap"]) <= 1
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     L.seed_everything(1)  # the checkpoint's RNG state must win
     resumed, trainer = fit(4, ckpt=str(tmp_path / "last.ckpt"))
-    assert trainer.global_step == 4 and resumed.snapshot_names() == ["history/0", "history/1", "ref"]
-    expected = full.state_dict()
-    for key, value in resumed.state_dict().items():
+    assert trainer.global_step == 4 and resumed.network.snapshot_names() == ["history/0", "history/1", "ref"]
+    expected = full.policy.state_dict()
+    for key, value in resumed.policy.state_dict().items():
         assert torch.equal(value, expected[key]), key
 
 
@@ -263,7 +245,7 @@ def test_nan_weights_are_a_named_numerical_error_in_sampling_and_scoring(paths):
     with torch.no_grad():
         policy.model.transformer.wte.weight[:] = float("nan")
     with pytest.raises(NumericalError, match="non-finite logits of 'policy' while sampling"):
-        policy.sample(PROMPTS, 2)
+        sample(policy, PROMPTS, 2)
     R, L = policy.response_ids.shape
     with pytest.raises(NumericalError, match="non-finite log-probs of 'policy'"):
         policy.response_log_probs(PROMPTS, policy.response_ids.expand(len(PROMPTS), R, L))

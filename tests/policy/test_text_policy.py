@@ -2,13 +2,17 @@
 for a text preference model (which re-encodes them with its own tokenizer), and gradient accumulation that
 equals the full batch."""
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
 from transformers import AutoTokenizer
 
 from lit_nash.algorithms import ALGORITHMS
-from lit_nash.data import GameDataModule
+from lit_nash.build import assemble
+from lit_nash.engine import PolicyModule, RolloutDataModule
+from lit_nash.generation import HFGenerator, SamplingGroup
 from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
 from lit_nash.policy.causal_lm import CausalLMPolicy
 from lit_nash.preference import PairwiseClassifier
@@ -35,19 +39,23 @@ def paths(tmp_path_factory):
             "pairwise": str(tiny_sequence_classifier(root / "pairwise", WORDS + ["[", "SEP", "]"], seed=3))}
 
 
+def sample(policy, prompt, k):
+    return HFGenerator(policy).generate(prompt, [SamplingGroup(k=k)])[0].responses
+
+
 def words(policy, ids):
     return policy.tokenizer.convert_ids_to_tokens(ids)
 
 
 def test_conversations_and_plain_prompts_go_through_the_chat_template(paths):
     policy = CausalLMPolicy(paths["chat"], prompts=PLAIN[:1] + CHAT)
-    assert policy.chat  # the tokenizer has a template: plain prompts become one user turn
-    assert words(policy, policy.prompt_tokens(0)) == "user : name a colour assistant :".split()
-    assert words(policy, policy.prompt_tokens(1)) == "system : hello user : name a colour assistant :".split()
+    assert policy.codec.chat  # the tokenizer has a template: plain prompts become one user turn
+    assert words(policy, policy.codec.prompt_tokens(0)) == "user : name a colour assistant :".split()
+    assert words(policy, policy.codec.prompt_tokens(1)) == "system : hello user : name a colour assistant :".split()
     raw = CausalLMPolicy(paths["chat"], prompts=PLAIN[:1], use_chat_template=False)
-    assert words(raw, raw.prompt_tokens(0)) == "[BOS] name a colour".split()
+    assert words(raw, raw.codec.prompt_tokens(0)) == "[BOS] name a colour".split()
     short = CausalLMPolicy(paths["chat"], prompts=CHAT, max_prompt_tokens=4)
-    assert words(short, short.prompt_tokens(0)) == "a colour assistant :".split()  # the end is kept
+    assert words(short, short.codec.prompt_tokens(0)) == "a colour assistant :".split()  # the end is kept
 
 
 def test_a_tokenizer_without_chat_template_is_refused_for_conversations(paths):
@@ -59,10 +67,10 @@ def test_a_tokenizer_without_chat_template_is_refused_for_conversations(paths):
 
 def test_prompts_of_different_lengths_are_left_padded_per_batch(paths):
     policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5)
-    ids, mask = policy._prompt_batch(torch.tensor([2, 3]), k=2)
+    ids, mask = policy.codec.prompt_batch(torch.tensor([2, 3]), 2, policy.device)
     assert ids.shape == (4, 5) and mask.sum(-1).tolist() == [2, 2, 5, 5]  # padded to the longer of these two
     torch.manual_seed(0)
-    alone = policy.sample(torch.tensor([2]), 3)
+    alone = sample(policy, torch.tensor([2]), 3)
     lp_alone = policy.response_log_probs(torch.tensor([2]), alone)
     # the padding does not change a prompt's response log-probs
     pair = policy.response_log_probs(torch.tensor([2, 3]), torch.cat([alone, alone]))
@@ -71,30 +79,33 @@ def test_prompts_of_different_lengths_are_left_padded_per_batch(paths):
 
 def test_a_text_preference_reads_what_the_policy_wrote(paths):
     pref = PairwiseClassifier(paths["pairwise"])
-    policy = CausalLMPolicy(paths["chat"], prompts=PLAIN[:1] + CHAT, max_new_tokens=6, preference=pref)
-    assert "preference" not in dict(policy.named_children())  # not in the policy's checkpoint
+    policy = CausalLMPolicy(paths["chat"], prompts=PLAIN[:1] + CHAT, max_new_tokens=6)
+    run = assemble(policy, ALGORITHMS["online_ipo"](k=2, variant=2), pref)
+    assert "preference" not in dict(run.policy.named_children())  # not in the policy's checkpoint
     torch.manual_seed(0)
     prompt = torch.tensor([0, 1])
-    a, b = policy.sample(prompt, 3), policy.sample(prompt, 3)
-    p = label(pref, prompt, a, b)
+    a, b = sample(policy, prompt, 3), sample(policy, prompt, 3)
+    p = label(pref, prompt, a, b, reader=policy)
     assert p.shape == (2, 3) and ((p >= 0) & (p <= 1)).all()
     texts = [policy.prompt_text(i) for i in (0, 0, 0, 1, 1, 1)]
     assert texts[0] == "name a colour" and texts[3] == "system: hello\nuser: name a colour"
     expected = pref.prob_text(texts, policy.decode(a), policy.decode(b)).view(2, 3)
     torch.testing.assert_close(p, expected)
     assert all("[EOS]" not in t and "[PAD]" not in t for t in policy.decode(a))
-    torch.testing.assert_close(label(pref, prompt, b, a), 1 - p, atol=1e-6, rtol=0)
+    torch.testing.assert_close(label(pref, prompt, b, a, reader=policy), 1 - p, atol=1e-6, rtol=0)
+    torch.testing.assert_close(run.rollouts.label(prompt, a, b), p)  # the rollout service labels the same way
 
 
 def run(paths, algo_name, micro_batches, steps=3, epochs_per_round=1):
     L.seed_everything(0, verbose=False)
     algo = ALGORITHMS[algo_name](k=2) if algo_name != "online_ipo" else ALGORITHMS[algo_name](k=2, variant=2)
     pref = PairwiseClassifier(paths["pairwise"])
-    policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5, preference=pref, algorithm=algo,
-                            micro_batches=micro_batches, optimizer="sgd", lr=0.5)
+    policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5)
+    run = assemble(policy, algo, pref, RolloutDataModule(len(PLAIN), prompts_per_step=4, epochs_per_round=epochs_per_round),
+                   optimizer=partial(torch.optim.SGD, lr=0.5, weight_decay=0.0), micro_batches=micro_batches)
     trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, callbacks=[algo], accelerator="cpu")
-    trainer.fit(policy, datamodule=GameDataModule(len(PLAIN), prompts_per_step=4, epochs_per_round=epochs_per_round))
+    trainer.fit(run.policy, datamodule=run.data)
     return {n: p.detach().clone() for n, p in policy.named_parameters()}
 
 
@@ -127,15 +138,15 @@ def test_warmup_weight_decay_and_gradient_clipping(paths):
     """warmup_steps=4: after 2 optimizer steps the learning rate is 3/4 of lr (linear, then constant);
     grad_clip bounds the global gradient norm the optimizer sees."""
     algo = ALGORITHMS["online_ipo"](k=2, variant=2)
-    policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5, algorithm=algo, lr=0.1,
-                            preference=PairwiseClassifier(paths["pairwise"]), weight_decay=0.01, warmup_steps=4,
-                            grad_clip=1e-3)
+    policy = CausalLMPolicy(paths["plain"], prompts=PLAIN, max_new_tokens=5)
+    run = assemble(policy, algo, PairwiseClassifier(paths["pairwise"]), RolloutDataModule(len(PLAIN), prompts_per_step=4),
+                   optimizer=partial(torch.optim.AdamW, lr=0.1, weight_decay=0.01), warmup_steps=4, grad_clip=1e-3)
     norms = GradNorms()
     trainer = L.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, callbacks=[algo, norms], accelerator="cpu")
-    trainer.fit(policy, datamodule=GameDataModule(len(PLAIN), prompts_per_step=4))
-    group = policy.optimizers().optimizer.param_groups[0]
+    trainer.fit(run.policy, datamodule=run.data)
+    group = run.policy.optimizers().optimizer.param_groups[0]
     assert group["lr"] == pytest.approx(0.075) and group["weight_decay"] == 0.01
     assert len(norms.norms) == 2 and max(norms.norms) <= 1e-3 * (1 + 1e-4)
-    with pytest.raises(ValueError, match="grad_clip > 0 or null; got .*grad_clip=0"):
-        CausalLMPolicy(paths["plain"], prompts=PLAIN, grad_clip=0)
+    with pytest.raises(ValueError, match="grad_clip must be > 0 or null, got 0"):  # the training settings are the module's
+        PolicyModule(policy, algo, grad_clip=0)

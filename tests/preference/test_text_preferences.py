@@ -147,6 +147,7 @@ def test_model_is_frozen_and_pinned_device(paths):
 def test_a_text_model_outside_the_unit_interval_is_refused_not_clamped(paths):
     """A subclass whose probabilities leave [0, 1] (a bug: e.g. an unnormalized score) stops labeling with an
     error that names the value and the pair; prob_text passes the value on unchanged."""
+    from lit_nash.generation import HFGenerator, SamplingGroup
     from lit_nash.guards import NumericalError
     from lit_nash.policy.causal_lm import CausalLMPolicy
     from lit_nash.rollout import label
@@ -157,8 +158,8 @@ def test_a_text_model_outside_the_unit_interval_is_refused_not_clamped(paths):
 
     pref = Overconfident(paths["reward"])
     assert pref.prob_text(PROMPTS, A, B).max() > 1  # unchanged, not clamped
-    policy = CausalLMPolicy(paths["policy"], prompts=PROMPTS[:2], max_new_tokens=3, preference=pref)
+    policy = CausalLMPolicy(paths["policy"], prompts=PROMPTS[:2], max_new_tokens=3)
     torch.manual_seed(0)
-    a, b = policy.sample(torch.arange(2), 4), policy.sample(torch.arange(2), 4)
+    a, b = (HFGenerator(policy).generate(torch.arange(2), [SamplingGroup(k=4)])[0].responses for _ in range(2))
     with pytest.raises(NumericalError, match=r"preference model returned .* probabilities must be finite and in \[0, 1\]"):
-        label(pref, torch.arange(2), a, b)
+        label(pref, torch.arange(2), a, b, reader=policy)

@@ -1,0 +1,238 @@
+"""The engine: the policy LightningModule that owns the training step, and the DataModule that samples on
+the fly. One step of every run, whatever the policy network (tabular, causal LM) and the algorithm:
+
+1. ``RolloutDataModule``: its DataLoader yields prompt indices; ``on_after_batch_transfer`` (after the
+   loop's prefetch, right before the step) turns them into the step's batch with the *current* weights:
+   a ``Rollout`` (sampled play: the algorithm's samples, labels and snapshot log-probs, through the
+   ``Rollouts`` service) or an ``ExactTarget`` (exact play: the algorithm's closed-form iterate).
+2. ``PolicyModule.training_step``: the algorithm's loss on the batch, in ``micro_batches`` slices of its
+   prompts (gradient accumulation), then one optimizer step (manual optimization).
+3. The algorithm, a Callback, runs its schedule in Lightning's hooks (magnets, resets, history, the
+   two-call step); metrics and evaluation are callbacks too.
+
+Exact play and sampled play are the two kinds of batch, not a branch per policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from lit_nash.guards import check_finite, check_gradients, in_step
+from lit_nash.metrics import is_logging_step
+from lit_nash.rollout import ExactTarget, Rollout, Rollouts
+from lit_nash.validate import integer, is_integer
+
+MODES = ("exact", "sampled")
+
+
+class PolicyModule(L.LightningModule):
+    """The trained policy: a ``PolicyNetwork`` (its reference and other snapshots inside), the algorithm
+    whose loss it minimizes, and the optimizer that steps it."""
+
+    def __init__(self, network, algorithm, optimizer: Callable | None = None, sampled: bool = True,
+                 warmup_steps: int = 0, grad_clip: float | None = None, micro_batches: int = 1):
+        super().__init__()
+        self.network = network
+        self.__dict__["algorithm"] = algorithm  # a Callback of the trainer, not a submodule
+        self.optimizer_factory = optimizer
+        self.sampled = bool(sampled)
+        self.warmup_steps = integer("policy.warmup_steps", warmup_steps, 0)
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"policy.grad_clip must be > 0 or null, got {grad_clip}")
+        self.grad_clip = grad_clip
+        self.micro_batches = integer("policy.micro_batches", micro_batches, 1)
+        self.rollouts: Rollouts | None = None  # set by the DataModule: the optimizer step makes its samples stale
+        self.automatic_optimization = False
+
+    # 2. the step -----------------------------------------------------------------------------------
+    def training_step(self, batch: Rollout | ExactTarget, batch_idx: int) -> Tensor:
+        with in_step(self):
+            opt = self.optimizers()
+            opt.zero_grad()
+            loss = check_finite(self.backward_loss(batch), "loss")
+            check_gradients(self.network.trainable_parameters())
+            if self.grad_clip is not None:
+                self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+            if self.warmup_steps:
+                self.lr_schedulers().step()
+        if self.rollouts is not None:
+            self.rollouts.stale = True
+        if is_logging_step(self.trainer):
+            self.log("train/loss", loss, batch_size=1)
+        return loss
+
+    def backward_loss(self, batch: Rollout | ExactTarget) -> Tensor:
+        """Backward the batch's loss; returns it, detached."""
+        if isinstance(batch, ExactTarget):  # one SGD step of lr 1 on ½‖θ − θ*‖² lands on θ*
+            loss = 0.5 * (self.network.logits - batch.target).pow(2).sum()
+            self.manual_backward(loss)
+            return loss.detach()
+        n = len(batch)
+        if self.micro_batches == 1:
+            loss = self.micro_batch_loss(batch)
+            self.manual_backward(loss)
+            return loss.detach()
+        if n < self.micro_batches:
+            raise ValueError(f"policy.micro_batches={self.micro_batches} exceeds the {n} prompts of a step (per process)")
+        total, logps = 0.0, []
+        for rows in torch.arange(n).tensor_split(self.micro_batches):
+            part = batch.select(rows)
+            loss = self.micro_batch_loss(part) * (len(rows) / n)  # its share: the accumulated gradient is the batch's
+            self.manual_backward(loss)
+            total = total + loss.detach()
+            logps.append(part.policy_logp)
+        if batch.policy_logp is None:
+            batch.policy_logp = torch.cat(logps)
+        return total
+
+    def micro_batch_loss(self, rollout: Rollout) -> Tensor:
+        logp = self.network.response_log_probs(rollout.prompt, rollout.responses, reduction=rollout.reduction)
+        if rollout.policy_logp is None:  # the first forward on a rollout is at π_t: keep it for the round
+            rollout.policy_logp = logp.detach()
+        return self.algorithm.loss(rollout, logp)
+
+    # Lightning --------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = self.network.trainable_parameters()
+        if not self.sampled:
+            return torch.optim.SGD(params, lr=1.0)  # lands exactly on the closed-form iterate
+        optimizer = self.optimizer_factory(params)
+        if not self.warmup_steps:
+            return optimizer
+        # linear warmup over the first warmup_steps optimizer steps, then constant
+        n = self.warmup_steps
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / n))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (conf/trainer/fsdp.yaml) the network shards itself (FSDP2)."""
+        if self.device_mesh is not None:
+            if not hasattr(self.network, "shard"):
+                raise ValueError(f"trainer=fsdp shards a causal LM; {type(self.network).__name__} cannot be sharded")
+            self.network.shard(self.device_mesh)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Create the snapshots a checkpoint holds so ``load_state_dict`` fills them."""
+        self.network.register_checkpoint(checkpoint["state_dict"], prefix="network.")
+
+
+# 1. the data ----------------------------------------------------------------------------------------------
+class _Prompts(IterableDataset):
+    """All prompts every step, or ``per_step`` of them drawn without replacement; the same prompts for
+    ``repeat`` consecutive steps (EGPO's and Nash-MP's calls of one iteration) and, in iterative mode, for
+    ``epochs_per_round`` of those, the first step of a round flagged ``new_round``.
+
+    Round r draws from its own generator seeded with (seed, r), not from torch's global RNG: Lightning
+    fetches a batch ahead, so global draws here would interleave with the step's sampling differently
+    after a resume. Keyed by r, a resumed stream (``start`` = batches already trained) is the same stream.
+    """
+
+    def __init__(self, num_prompts: int, per_step: int | None, epochs_per_round: int, seed: int, start: int,
+                 rank: int = 0, world_size: int = 1, repeat: int = 1):
+        self.num_prompts, self.per_step, self.epochs = num_prompts, per_step, epochs_per_round
+        self.seed, self.start, self.rank, self.world, self.repeat = seed, start, rank, world_size, repeat
+        if per_step is not None and per_step < num_prompts and per_step * world_size > num_prompts:
+            raise ValueError(
+                f"rollout.prompts_per_step={per_step} per process × {world_size} processes exceeds the "
+                f"{num_prompts} prompts; lower prompts_per_step"
+            )
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        i = self.start
+        while True:
+            batch = i // self.repeat
+            r = batch // self.epochs
+            if self.per_step is None or self.per_step >= self.num_prompts:
+                prompt = torch.arange(self.num_prompts)
+                if self.num_prompts >= self.world:  # else (a one-prompt matrix game) every rank plays them all
+                    prompt = prompt[self.rank :: self.world]
+            else:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + r)
+                share = torch.randperm(self.num_prompts, generator=g)[self.rank * self.per_step :]
+                prompt = share[: self.per_step].sort().values
+            yield {"prompt": prompt, "new_round": torch.tensor(batch % self.epochs == 0)}
+            i += 1
+
+
+class RolloutDataModule(L.LightningDataModule):
+    """Prompt indices from a DataLoader, rollouts made on the fly (see the module docstring). ``prompts`` is
+    the prompt list of a dataset (None for a game, whose prompts the policy network has)."""
+
+    def __init__(self, num_prompts: int, prompts_per_step: int | None = None, epochs_per_round: int = 1,
+                 seed: int = 0, prompts: list | None = None):
+        super().__init__()
+        if prompts_per_step is not None and (not is_integer(prompts_per_step) or prompts_per_step < 1):
+            raise ValueError(f"rollout.prompts_per_step must be an integer >= 1 or null (all prompts), got {prompts_per_step}")
+        self.epochs_per_round = integer("rollout.epochs_per_round", epochs_per_round, 1)
+        self.num_prompts, self.seed, self.prompts = num_prompts, seed, prompts
+        self.prompts_per_step = None if prompts_per_step is None else int(prompts_per_step)
+        self.algorithm = self.rollouts = self.win_rates = None
+        self.round: Rollout | None = None  # the current round's rollout (iterative mode)
+        self._placed = False
+
+    def attach(self, algorithm, rollouts: Rollouts | None = None, win_rates: Callable | None = None) -> None:
+        """What makes a batch: sampled play's ``Rollouts`` service, or exact play's exact oracle ``win_rates``."""
+        self.algorithm, self.rollouts, self.win_rates = algorithm, rollouts, win_rates
+
+    @property
+    def sampled(self) -> bool:
+        return self.rollouts is not None
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        # batches already trained: `processed` counts a batch once its training step ran, so it is exact both for
+        # a checkpoint written at the end of fit and for one written in on_train_batch_end (before `completed` moves)
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed if trainer else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        repeat = self.algorithm.prompt_repeat(self.sampled) if hasattr(self.algorithm, "prompt_repeat") else 1
+        prompts = _Prompts(self.num_prompts, self.prompts_per_step if self.sampled else None, self.epochs_per_round,
+                           self.seed, done, rank, world, repeat)
+        # its own generator: a DataLoader iterator otherwise draws its base seed from torch's global RNG,
+        # and a resumed run creates one more iterator than an uninterrupted one
+        return DataLoader(prompts, batch_size=None, generator=torch.Generator().manual_seed(self.seed))
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> Rollout | ExactTarget:
+        """The step's batch, made now, with the weights the step starts from."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return batch
+        module = trainer.lightning_module
+        with in_step(module), trainer.profiler.profile("rollout"):
+            if not self.sampled:
+                target = self.algorithm.exact_step(module.network, self.win_rates)
+                return ExactTarget(check_finite(target, "policy update"))
+            if not self._placed:  # the preference model runs where the policy runs, unless pinned elsewhere
+                if isinstance(self.rollouts.preference, torch.nn.Module):
+                    self.rollouts.preference.to(module.device)
+                module.rollouts, self._placed = self.rollouts, True
+            new_round = bool(batch["new_round"]) or not self.algorithm.uses_rounds or self.epochs_per_round == 1
+            if new_round or self.round is None:
+                self.round = self.algorithm.rollout(self.rollouts, batch["prompt"])
+            return self.round
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current round's rollout, so that a resume mid-round trains on it."""
+        if self.round is None or self.epochs_per_round == 1:
+            return {}
+        return {"round": self.round.to_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "round" in state_dict:
+            self.round = Rollout.from_state(state_dict["round"])
+
+
+def prompt_dataset(path: str, column: str = "prompt", split: str = "train", subset: str | None = None,
+                   max_prompts: int | None = None, prompts_per_step: int | None = 8, epochs_per_round: int = 1,
+                   seed: int = 0) -> RolloutDataModule:
+    """A ``RolloutDataModule`` over a prompt dataset (``lit_nash.data.load_prompts``); the policy network reads
+    the prompts from its ``.prompts``, batches are indices."""
+    from lit_nash.data import load_prompts
+
+    prompts = load_prompts(path, column=column, split=split, subset=subset, max_prompts=max_prompts)
+    return RolloutDataModule(len(prompts), prompts_per_step, epochs_per_round, seed, prompts=prompts)
