@@ -190,7 +190,7 @@ class RolloutDataModule(L.LightningDataModule):
         # a checkpoint written at the end of fit and for one written in on_train_batch_end (before `completed` moves)
         done = trainer.fit_loop.epoch_loop.batch_progress.total.processed if trainer else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        repeat = self.algorithm.prompt_repeat(self.sampled) if hasattr(self.algorithm, "prompt_repeat") else 1
+        repeat = self.algorithm.prompt_repeat(self.sampled) if self.algorithm is not None else 1
         prompts = _Prompts(self.num_prompts, self.prompts_per_step if self.sampled else None, self.epochs_per_round,
                            self.seed, done, rank, world, repeat)
         # its own generator: a DataLoader iterator otherwise draws its base seed from torch's global RNG,

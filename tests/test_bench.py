@@ -37,22 +37,26 @@ def test_online_ipo_one_preference_call_equals_the_two_call_path(tmp_path):
     import torch
 
     from lit_nash.algorithms import OnlineIPO
+    from lit_nash.generation import HFGenerator, SamplingGroup
     from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
     from lit_nash.policy import CausalLMPolicy
     from lit_nash.preference import BradleyTerryReward
-    from lit_nash.rollout import label
+    from lit_nash.rollout import Rollouts, label
 
     words = "a b c d e f g h".split()
     reward = BradleyTerryReward(str(tiny_sequence_classifier(tmp_path / "r", words, num_labels=1, seed=1)), batch_size=5)
     algo = OnlineIPO(k=2)
     policy = CausalLMPolicy(str(tiny_causal_lm(tmp_path / "p", words, seed=2)), prompts=["a b", "c", "d e f"],
-                            max_new_tokens=4, algorithm=algo, preference=reward)
+                            max_new_tokens=4)
+    generator = HFGenerator(policy)
     prompt = torch.arange(3)
     torch.manual_seed(0)
-    batch = algo.rollout(policy, prompt)
+    batch = algo.rollout(Rollouts(policy, generator, reward), prompt)
     torch.manual_seed(0)  # the same samples, drawn in the same order
-    pair = policy.sample(prompt, 4, temperature=algo.proposal_temperature, top_k=algo.proposal_top_k)
-    third = policy.sample(prompt, 2)
-    assert torch.equal(pair, batch["pair"])
-    two_calls = label(reward, prompt, pair[:, :2], third) - label(reward, prompt, pair[:, 2:], third)
-    torch.testing.assert_close(batch["target"] * algo.tau, two_calls, atol=1e-6, rtol=0)
+    (pair,) = generator.generate(prompt, [SamplingGroup(k=4, temperature=algo.proposal_temperature, top_k=algo.proposal_top_k)])
+    (third,) = generator.generate(prompt, [SamplingGroup(k=2)])
+    pair, third = pair.responses, third.responses
+    assert torch.equal(pair, batch.responses)
+    two_calls = (label(reward, prompt, pair[:, :2], third, reader=policy)
+                 - label(reward, prompt, pair[:, 2:], third, reader=policy))
+    torch.testing.assert_close(batch.target * algo.tau, two_calls, atol=1e-6, rtol=0)

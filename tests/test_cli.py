@@ -33,7 +33,7 @@ def test_no_command_prints_usage_and_exits_2(tmp_path):
 def test_hydra_flags_work_before_or_after_the_overrides(tmp_path, args):
     out = run_cli(*args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "lit_nash.algorithms.EGPO" in out.stdout
+    assert "lit_nash.algorithms.egpo.EGPO" in out.stdout
 
 
 def test_help_lists_the_commands(tmp_path):

@@ -42,7 +42,13 @@ def test_from_pretrained_never_trusts_remote_code_unless_configured():
         value = keyword(node, "trust_remote_code")
         assert not (isinstance(value, ast.Constant) and value.value is True), f"{path}:{node.lineno}"
     models = [(p, n) for p, n in calls("from_pretrained") if "Tokenizer" not in ast.unparse(n.func)]
-    assert {p.name for p, _ in models} == {"causal_lm.py", "text.py"}, "the policy and the text preference models"
+    assert {p.name for p, _ in models} == {"models.py"}, "one loader of model weights, lit_nash.models.load_pretrained"
+    loaders = list(calls("load_pretrained"))
+    assert {p.name for p, _ in loaders} == {"causal_lm.py", "text.py"}, "the policy and the text preference models"
+    for path, node in loaders:  # trust_remote_code comes from the config, never a literal True
+        assert not any(isinstance(a, ast.Constant) and a.value is True for a in node.args), f"{path}:{node.lineno}"
+        value = keyword(node, "trust_remote_code")
+        assert not (isinstance(value, ast.Constant) and value.value is True), f"{path}:{node.lineno}"
     for path, node in models:  # model weights: safetensors only
         value = keyword(node, "use_safetensors")
         assert isinstance(value, ast.Constant) and value.value is True, f"{path}:{node.lineno}"

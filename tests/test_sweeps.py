@@ -24,10 +24,13 @@ def sweeps() -> list[str]:
 
 
 def jobs(cfg) -> list[list[str]]:
-    """The overrides of every job of a sweep, as Hydra's basic sweeper expands hydra.sweeper.params."""
+    """The overrides of every job of a sweep, as Hydra's basic sweeper expands hydra.sweeper.params (a
+    ``glob(*)`` of a group's options is expanded by the config loader, as in a real multirun)."""
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
-    overrides = OverridesParser.create().parse_overrides(params)
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        overrides = OverridesParser.create(config_loader=loader).parse_overrides(params)
+        return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
 def header(name: str) -> str:

@@ -85,6 +85,10 @@ class Algorithm(L.Callback):
         """Optimizer steps in one iteration (EGPO and Nash-MP take two calls per iteration in sampled play)."""
         return 1
 
+    def prompt_repeat(self, sampled: bool) -> int:
+        """Consecutive optimizer steps that train on one prompt batch (Nash-MP's whole iteration; EGPO's two calls)."""
+        return 1
+
     uses_rounds: ClassVar[bool] = True
     """Whether iterative rounds (``rollout.epochs_per_round`` > 1) reuse one rollout; False for algorithms
     that sample from their own half step every step."""

@@ -12,34 +12,29 @@ prompt batch for each, as the official trainer does).
 
 from functools import partial
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm
+from lit_nash.algorithms.base import REDUCTIONS
 from lit_nash.algorithms.online_ipo import OnlineIPO
-from lit_nash.algorithms.two_call import HALF_STEP, TwoCallStep
+from lit_nash.algorithms.two_call import HALF_STEP, TwoCallAlgorithm
 from lit_nash.games import dynamics as D
 
 
-class EGPO(Algorithm):
+class EGPO(TwoCallAlgorithm):
     name = "egpo"
-    uses_rounds = False  # samples from its half step every step
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 1, proposal_temperature: float = 2.0,
                  proposal_top_k: int = 10, logprob_reduction: str = "mean", fresh_prompts: bool = False):
-        super().__init__(eta, tau)
+        super().__init__(eta, tau, half_steps=1)
         self.k = self.count("k", k, 1, "(y, y') pairs per prompt per half step")
         self.check_proposal(proposal_temperature, proposal_top_k)
         self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
         self.proposal_temperature, self.proposal_top_k = proposal_temperature, proposal_top_k
         self.fresh_prompts = bool(fresh_prompts)
         self._ipo = OnlineIPO(eta, tau, 1, self.k, proposal_temperature, proposal_top_k, "policy", logprob_reduction)
-        self.two_call = TwoCallStep(half_steps=1)
 
     def exact_step(self, policy, win_rates):
         op = partial(D.omd, eta=self.eta, tau=self.tau, log_mu=policy.snapshot("ref"))
         full, _half = D.two_call(op, policy.log_probs(), win_rates)
         return full
-
-    def steps_per_iteration(self, sampled):
-        return 2 if sampled else 1
 
     def prompt_repeat(self, sampled):
         """Optimizer steps that share one prompt batch."""
@@ -50,18 +45,3 @@ class EGPO(Algorithm):
 
     def loss(self, rollout, logp):
         return self._ipo.loss(rollout, logp)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if pl_module.sampled:
-            self.two_call.start(pl_module, trainer.global_step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not pl_module.sampled or self.two_call.end(pl_module, trainer.global_step):
-            self.end_step(pl_module.network)
-
-    def state_dict(self):
-        return {**super().state_dict(), "two_call": self.two_call.state_dict()}
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self.two_call.load_state_dict(state_dict.get("two_call", {}))

@@ -6,7 +6,7 @@ with step eta = 1/η_p and tau = τ_p (ALGORITHMS.md §2.9). Converges last-iter
 Practical loss: k samples per prompt from π_t, one (winner, loser) pair per prompt (knockout tournament
 by default), dropped unless P(w ≻ l) > ½; h = Δℓ_θ − r·Δℓ_ref − (1 − r)·Δℓ_t with r = ητ, regressed to
 the constant 1/(2η_p) = eta/2, or to the soft label (P(w ≻ l) − ½)·eta, whose minimizer is the OMD
-iterate (tests/algorithms/test_losses.py). MNPO and COMAL reuse ``pair_rollout`` and ``pair_loss``.
+iterate (tests/ladder/test_losses.py). MNPO and COMAL reuse ``pair_rollout`` and ``pair_loss``.
 """
 
 import torch

@@ -13,23 +13,23 @@ steps (Nash-MD-PG's estimator). The first call plays the anchor π_k; its result
 
 from functools import partial
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm
+from lit_nash.algorithms.base import REDUCTIONS
 from lit_nash.algorithms.losses import policy_gradient
-from lit_nash.algorithms.two_call import HALF_STEP, TwoCallStep
+from lit_nash.algorithms.two_call import HALF_STEP, TwoCallAlgorithm
 from lit_nash.games import dynamics as D
+from lit_nash.validate import integer
 
 
-class NashMP(Algorithm):
+class NashMP(TwoCallAlgorithm):
     name = "nash_mp"
-    uses_rounds = False  # plays its own half step every step
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, inner_steps: int = 1, k: int = 2,
                  logprob_reduction: str = "sum"):
-        super().__init__(eta, tau)
-        self.inner_steps = self.count("inner_steps", inner_steps, 1, "policy-gradient steps per prox step")
+        inner_steps = integer(f"algo={self.name}: inner_steps", inner_steps, 1, "policy-gradient steps per prox step")
+        super().__init__(eta, tau, half_steps=inner_steps)
+        self.inner_steps = inner_steps
         self.k = self.count("k", k, 1, "policy samples per prompt")
         self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
-        self.two_call = TwoCallStep(half_steps=self.inner_steps)
 
     def prepare(self, policy):
         if not policy.has_snapshot("anchor"):
@@ -39,9 +39,6 @@ class NashMP(Algorithm):
         op = partial(D.prox, eta=self.eta, tau=self.tau, log_mu=policy.snapshot("ref"))
         full, _half = D.two_call(op, policy.log_probs(), win_rates)
         return full
-
-    def steps_per_iteration(self, sampled):
-        return 2 * self.inner_steps if sampled else 1
 
     def prompt_repeat(self, sampled):
         return self.steps_per_iteration(sampled)
@@ -53,21 +50,6 @@ class NashMP(Algorithm):
     def loss(self, rollout, logp):
         return policy_gradient(logp, rollout.p, [(self.tau, rollout.anchors["ref"]), (1 / self.eta, rollout.anchors["anchor"])])
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if pl_module.sampled:
-            self.two_call.start(pl_module, trainer.global_step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not pl_module.sampled or self.two_call.end(pl_module, trainer.global_step):
-            self.end_step(pl_module.network)
-
     def schedule(self, policy):
         if policy.has_snapshot(HALF_STEP):  # sampled play: the new iterate is the next prox center
             policy.refresh_snapshot("anchor")
-
-    def state_dict(self):
-        return {**super().state_dict(), "two_call": self.two_call.state_dict()}
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self.two_call.load_state_dict(state_dict.get("two_call", {}))

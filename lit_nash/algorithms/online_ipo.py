@@ -5,7 +5,7 @@ Exact form: l' = (1−ητ)·l + ητ·log μ + η·P·π_t (ALGORITHMS.md §2.3
 Practical loss (τ = β), with h = ℓ_θ − ℓ_ref:
 * variant 1: y, y' from a full-support proposal (the policy at ``proposal_temperature`` / ``proposal_top_k``),
   y'' ~ π_t; (Δh − [P(y≻y'') − P(y'≻y'')]/β)². One SGD step of lr on the exact version of this loss over
-  tabular logits is the OMD step with ηβ = 4·lr/K (tests/algorithms/test_losses.py).
+  tabular logits is the OMD step with ηβ = 4·lr/K (tests/ladder/test_losses.py).
 * variant 2: y, y' ~ π_t; (Δh − [P(y≻y') − ½]/β)².
 """
 

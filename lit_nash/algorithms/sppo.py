@@ -5,7 +5,7 @@ Exact form is MWU (ALGORITHMS.md §2.4).
 
 Practical loss: k samples per prompt from π_t, all pairs labeled, P̂(y ≻ π_t) the mean win probability
 against the other samples; best and worst regress h = ℓ_θ − ℓ_t to η·(P̂ − ½). Its minimizer over all
-responses is the MWU iterate (tests/algorithms/test_losses.py).
+responses is the MWU iterate (tests/ladder/test_losses.py).
 """
 
 import torch

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from lit_nash.algorithms.base import Algorithm
+
 HALF_STEP = "half_step"
 
 
@@ -55,3 +57,32 @@ class TwoCallStep:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.second_call = bool(state.get("second_call", False))
         self.saved = state.get("saved")
+
+
+class TwoCallAlgorithm(Algorithm):
+    """An algorithm whose sampled-play iteration is a ``TwoCallStep`` of ``half_steps`` optimizer steps per call
+    (exact play takes its closed-form two-call step in one)."""
+
+    uses_rounds = False  # samples from (or plays) its own half step every step
+
+    def __init__(self, eta: float, tau: float | None, half_steps: int):
+        super().__init__(eta, tau)
+        self.two_call = TwoCallStep(half_steps)
+
+    def steps_per_iteration(self, sampled):
+        return 2 * self.two_call.half_steps if sampled else 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.sampled:
+            self.two_call.start(pl_module, trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not pl_module.sampled or self.two_call.end(pl_module, trainer.global_step):
+            self.end_step(pl_module.network)
+
+    def state_dict(self):
+        return {**super().state_dict(), "two_call": self.two_call.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.two_call.load_state_dict(state_dict.get("two_call", {}))
