@@ -191,10 +191,19 @@ class Rollouts:
 
 
 # -- pair selection among k labeled samples ------------------------------------------------------------------
-def win_rate_scores(P: Tensor) -> Tensor:
-    """P̂(y_i ≻ π) estimated by the mean win probability against the other k − 1 samples, (N, k)."""
+WIN_RATES = ("mean", "leave_one_out")
+
+
+def win_rate_scores(P: Tensor, how: str = "leave_one_out") -> Tensor:
+    """P̂(y_i ≻ π) from the labeled k×k matrix, (N, k): ``leave_one_out``, the mean win probability against
+    the other k − 1 samples; ``mean``, the row mean over all k with the ½ diagonal (SPPO's
+    ``compute_prob.py``), = ((k − 1)·leave_one_out + ½)/k, shrunk toward ½ by (k − 1)/k. Both rank alike."""
     k = P.shape[-1]
-    return (P.sum(-1) - 0.5) / (k - 1)
+    if how == "mean":
+        return P.sum(-1) / k
+    if how == "leave_one_out":
+        return (P.sum(-1) - 0.5) / (k - 1)
+    raise ValueError(f"win-rate estimate must be one of {list(WIN_RATES)}, got {how!r}")
 
 
 def select_pairs(P: Tensor, how: str) -> tuple[Tensor, Tensor]:
