@@ -129,6 +129,13 @@ def assemble(network, algorithm, preference, data=None, *, sampled: bool = True,
     return Run(game, data, network, generator, preference, algorithm, policy, rollouts, metrics, evaluation)
 
 
+def regularization_tau(algorithm) -> float:
+    """τ of ``game/reg_duality_gap`` when ``metrics.tau`` is null: the algorithm's ``regularization`` (the τ its
+    step and loss share), 0.1 for an unregularized algorithm."""
+    tau = getattr(algorithm, "regularization", None)
+    return 0.1 if tau is None else float(tau)
+
+
 def build_run(cfg: DictConfig, choices: dict | None = None, evaluate: bool = True) -> Run:
     """Every part of a run, built from its config and wired (``assemble``)."""
     from lit_nash.engine import MODES
@@ -149,6 +156,8 @@ def build_run(cfg: DictConfig, choices: dict | None = None, evaluate: bool = Tru
     training = {k: cfg.policy[k] for k in TRAINING_KEYS if k in cfg.policy}
     optimizer = instantiate(training.pop("optimizer")) if "optimizer" in training else None
     evaluation = PeriodicEval(**cfg.eval, seed=cfg.seed) if evaluate and cfg.get("eval") and cfg.eval.every_n_steps else None
+    if cfg.metrics.tau is None:  # the τ of the game the algorithm solves; written back, so the run's record has it
+        cfg.metrics.tau = regularization_tau(algorithm)
     return assemble(network, algorithm, preference, data, sampled=cfg.rollout.mode == "sampled", optimizer=optimizer,
                     generator=build_generator(cfg, network), game=game, metrics_tau=cfg.metrics.tau,
                     evaluation=evaluation, **training)

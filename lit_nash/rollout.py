@@ -191,14 +191,48 @@ class Rollouts:
 
 
 # -- pair selection among k labeled samples ------------------------------------------------------------------
-def win_rate_scores(P: Tensor) -> Tensor:
-    """P̂(y_i ≻ π) estimated by the mean win probability against the other k − 1 samples, (N, k)."""
+WIN_RATES = ("mean", "leave_one_out")
+
+
+def win_rate_scores(P: Tensor, how: str = "leave_one_out") -> Tensor:
+    """P̂(y_i ≻ π) from the labeled k×k matrix, (N, k): ``leave_one_out``, the mean win probability against
+    the other k − 1 samples; ``mean``, the row mean over all k with the ½ diagonal (SPPO's
+    ``compute_prob.py``), = ((k − 1)·leave_one_out + ½)/k, shrunk toward ½ by (k − 1)/k. Both rank alike."""
     k = P.shape[-1]
-    return (P.sum(-1) - 0.5) / (k - 1)
+    if how == "mean":
+        return P.sum(-1) / k
+    if how == "leave_one_out":
+        return (P.sum(-1) - 0.5) / (k - 1)
+    raise ValueError(f"win-rate estimate must be one of {list(WIN_RATES)}, got {how!r}")
 
 
-def select_pairs(P: Tensor, how: str) -> tuple[Tensor, Tensor]:
-    """Indices (winner, loser), each (N,), of one pair per prompt from the labeled k×k matrix."""
+def same_response(responses: Tensor) -> Tensor:
+    """(N, k, k): whether samples i and j of a prompt are the same response (every token id, or the action)."""
+    flat = responses.reshape(*responses.shape[:2], -1)
+    return (flat[:, :, None, :] == flat[:, None, :, :]).all(-1)
+
+
+def distinct_scores(P: Tensor, responses: Tensor) -> tuple[Tensor, Tensor]:
+    """Leave-one-out win rates of the distinct responses, as COMAL's ``data_processing.py`` builds them:
+    identical samples are one candidate whose score pools all their comparisons (the mean of its copies'
+    scores, the comparisons between copies included). Returns the scores (N, k), with each later copy
+    masked to NaN, and the mask of first occurrences (N, k)."""
+    same = same_response(responses)
+    scores = win_rate_scores(P)
+    pooled = (same.to(P.dtype) @ scores.unsqueeze(-1)).squeeze(-1) / same.sum(-1)
+    first = ~torch.tril(same, diagonal=-1).any(-1)  # no earlier copy
+    return pooled.masked_fill(~first, float("nan")), first
+
+
+def select_pairs(P: Tensor, how: str, responses: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Indices (winner, loser), each (N,), of one pair per prompt from the labeled k×k matrix. With
+    ``responses``, ``best_worst`` and ``top2`` rank the distinct responses only (``distinct_scores``); a
+    prompt with fewer than 2 of them gets a pair of one response with itself (the caller drops it)."""
+    if how in ("best_worst", "top2") and responses is not None:
+        scores, first = distinct_scores(P, responses)
+        top = torch.where(first, scores, -torch.inf).topk(2, dim=-1).indices
+        worst = torch.where(first, scores, torch.inf).argmin(-1)
+        return top[:, 0], (top[:, 1] if how == "top2" else worst)
     if how == "best_worst":
         scores = win_rate_scores(P)
         return scores.argmax(-1), scores.argmin(-1)

@@ -21,7 +21,7 @@ ALGO_HEADINGS = [
     "Schedule and hyperparameters",
     "Logged metrics",
     "Exact step and practical loss",
-    "Deviations and [I] readings",
+    "Deviations from the paper and official code",
     "Tests and measured numbers",
     "Citation",
 ]

@@ -61,6 +61,13 @@ class Algorithm(L.Callback):
         self.tau = None if tau is None else positive(f"algo={self.name}: tau", tau)
         self.step = 0  # completed iterations
 
+    @property
+    def regularization(self) -> float | None:
+        """τ of the KL-regularized game toward ``ref`` that the algorithm's step and loss are written for;
+        None for an unregularized one (SPPO). ``metrics.tau: null`` takes the regularized gap's τ from it.
+        Default: ``tau``; Nash-MD with ``mixture_coef`` set and ``tau`` null gives α/η."""
+        return self.tau
+
     # -- the math ------------------------------------------------------------------------------
     def exact_step(self, policy: Any, win_rates: WinRates) -> Tensor:
         """The next iterate's log-probabilities under exact expectations (shape of ``policy.log_probs()``)."""

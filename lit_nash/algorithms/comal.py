@@ -5,7 +5,12 @@ toward an anchor; every ``reset_every`` steps the anchor is reset to the current
 never increases, so the last iterate converges to an exact NE for any τ > 0 (ALGORITHMS.md §2.8).
 
 Practical loss: INPO's pair loss with the anchor in the reference's place (the official code's
-COMAL+INPO), top-1 vs top-2 pairs of k = 5 samples, summed log-probs.
+COMAL+INPO), summed log-probs, on the official pair of yale-nlp/COMAL ``data_processing.py``: of k = 5
+samples, identical responses are merged into one candidate (scored by the mean of its copies' win rates
+against the others) before ranking, the pair is top-1 vs top-2 of the distinct candidates, and no pair is
+filtered on P̂(w ≻ l). A prompt whose k samples hold fewer than 2 distinct responses contributes no pair
+(weight 0). ``pairs=tournament`` drops only a pair of identical responses; ``pairs=all`` trains on every
+pair.
 """
 
 from lit_nash.algorithms.base import Algorithm
@@ -39,7 +44,7 @@ class COMAL(Algorithm):
         return INNER[self.inner](l, win_rates(l), self.eta, self.tau, policy.snapshot("anchor"))
 
     def rollout(self, rollouts, prompt):
-        return pair_rollout(rollouts, prompt, self, anchors=["anchor"])
+        return pair_rollout(rollouts, prompt, self, anchors=["anchor"], distinct=True)
 
     def loss(self, rollout, logp):
         r = self.eta * self.tau

@@ -15,7 +15,7 @@ from lit_nash.algorithms.base import REDUCTIONS, Algorithm
 from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.generation.base import SamplingGroup
-from lit_nash.rollout import PAIR_SELECTIONS, Rollout, gather, select_pairs
+from lit_nash.rollout import PAIR_SELECTIONS, Rollout, gather, same_response, select_pairs
 
 TARGETS = ("constant", "soft")
 
@@ -54,10 +54,15 @@ def check_pair_settings(algo: Algorithm, k: int, pairs: str, target: str, logpro
     return k
 
 
-def pair_rollout(rollouts, prompt, algo, anchors) -> Rollout:
+def pair_rollout(rollouts, prompt, algo, anchors, distinct: bool = False) -> Rollout:
     """k samples from π_t, all pairs labeled, one selected pair per prompt (or every pair, ``pairs=all``:
     an unbiased estimate of the exact on-policy loss), and the log-probs of each snapshot in ``anchors``
-    computed once, without grad. π_t's own log-probs come from the engine's first forward."""
+    computed once, without grad. π_t's own log-probs come from the engine's first forward.
+
+    A selected pair with the constant target is trained only if P̂(w ≻ l) > ½ (INPO's filter). With
+    ``distinct`` (COMAL's official construction) identical samples are one candidate, ``best_worst`` and
+    ``top2`` rank the distinct candidates, no pair is filtered, and a pair of two identical responses (a
+    prompt with fewer than 2 distinct samples) gets weight 0: that prompt contributes no pair."""
     (samples,) = rollouts.sample(prompt, [SamplingGroup(k=algo.k)])
     P = rollouts.label_all_pairs(prompt, samples)
     if algo.pairs == "all":
@@ -67,11 +72,14 @@ def pair_rollout(rollouts, prompt, algo, anchors) -> Rollout:
         p = P[:, i, j].flatten()
         weight = None
     else:
-        w, l = select_pairs(P, algo.pairs)
+        rows = torch.arange(len(prompt), device=P.device)
+        w, l = select_pairs(P, algo.pairs, samples if distinct else None)
         pair = torch.cat([gather(samples, w), gather(samples, l)], dim=1)
-        p = P[torch.arange(len(prompt)), w, l]
-        # the constant target trains only pairs whose winner wins (a soft label carries its own sign)
-        weight = (p > 0.5).to(p.dtype) if algo.target == "constant" else None
+        p = P[rows, w, l]
+        if distinct:  # no filter; only a response paired with itself is dropped
+            weight = (~same_response(samples)[rows, w, l]).to(p.dtype)
+        else:  # the constant target trains only pairs whose winner wins (a soft label carries its own sign)
+            weight = (p > 0.5).to(p.dtype) if algo.target == "constant" else None
     return Rollout(prompt=prompt, responses=pair, reduction=algo.logprob_reduction, p=p, weight=weight,
                    anchors=rollouts.anchors(prompt, pair, anchors, algo.logprob_reduction), samples={"policy": samples})
 

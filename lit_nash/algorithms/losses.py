@@ -27,7 +27,11 @@ def squared_regression(h: Tensor, target: Tensor, weight: Tensor | None = None) 
 
 
 def policy_gradient(logp: Tensor, win_prob: Tensor, kl_terms: Sequence[tuple[float, Tensor]] = ()) -> Tensor:
-    """``kl_terms`` are (coefficient, ℓ_anchor(y)) pairs: each adds coef·KL(π_θ‖anchor) in expectation."""
+    """``kl_terms`` are (coefficient, ℓ_anchor(y)) pairs: each adds coef·KL(π_θ‖anchor) in expectation.
+
+    Each KL term multiplies sequence log-probs, sg(ℓ_θ − ℓ_anchor)(y)·ℓ_θ(y), so for y ~ π_θ its expected
+    gradient is exactly ∇KL(π_θ‖anchor) of the sequence distribution (tests/algorithms/test_nash_md.py).
+    TRL's Nash-MD multiplies per token and sums instead, which keeps only the same-token terms."""
     loss = -(win_prob - 0.5) * logp
     for coef, anchor in kl_terms:
         loss = loss + coef * (logp.detach() - anchor) * logp
