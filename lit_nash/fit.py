@@ -7,6 +7,7 @@ DataModule, one Lightning Trainer and one MLflow run.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -36,6 +37,10 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.rng import RNGCheckpoint
     from lit_nash.tracking import flat_params, summary_line
 
+    if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # file; their own console handlers
+            logging.getLogger(name).handlers.clear()  # would print each INFO line on the terminal a second time
+            logging.getLogger(name).propagate = True
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     resume_from, run = None, {}
     if cfg.get("resume"):
@@ -72,13 +77,18 @@ def fit(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     with warnings.catch_warnings():  # ModelCheckpoint asks manual-optimization modules to keep pre-step weights
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        # third-party deprecations inside Lightning and transformers, nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
         trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
     final = parts.metrics.final(parts.policy) if parts.metrics is not None else {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
     }
     if trainer.is_global_zero:
         seconds = time.perf_counter() - start
-        print(summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri))
+        line = summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri)
+        print(line)
+        logging.getLogger(__name__).info(line)  # the run's log file ends with it too
     if stop is not None and stop.signal_name:
         if trainer.is_global_zero and getattr(logger, "run_id", None):
             logger.experiment.set_terminated(logger.run_id, status="KILLED")

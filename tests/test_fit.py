@@ -44,6 +44,27 @@ def test_fit_mpo_reaches_the_equilibrium_and_is_readable_from_mlflow(tmp_path):
     assert re.search(r"game/duality_gap=(\S+)", summary[0]).group(1) == f"{gap.value:.3g}"
 
 
+def test_default_fit_prints_the_bar_and_the_summary_and_logs_the_rest(tmp_path):
+    """`python -m lit_nash fit` in an empty folder (issue 17): the terminal gets the progress bar (its last
+    frame: not a terminal here) and the summary line, once each; Lightning's and MLflow's INFO lines, the
+    litlogger advert, "Experiment ... not found" and third-party deprecation warnings go to fit.log or
+    nowhere. fit.log ends with the summary line."""
+    out = run_cli("fit", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    terminal = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(terminal) == len(set(terminal)), terminal  # no line twice
+    assert len(terminal) <= 4, terminal  # the bar (two lines at 80 columns) and the summary
+    text = "\n".join(terminal)
+    for noise in ("litlogger", "Tip:", "not found", "GPU available", "Trainer.fit", "INFO", "deprecated",
+                  "Warning", "database tables"):
+        assert noise not in text, (noise, terminal)
+    (summary,) = [line for line in terminal if line.startswith("lit_nash fit: mpo on comal_cycle")]
+    assert "2000 steps" in summary
+    (log,) = (tmp_path / "outputs").rglob("fit.log")
+    logged = log.read_text()
+    assert logged.rstrip().endswith(summary) and "GPU available" in logged and "not found. Creating it." in logged
+
+
 def test_multirun_of_five_algorithms_matches_the_theory(tmp_path):
     """The issue's done-when: MPO and COMAL reach the original NE; EGPO and Nash-MP the regularized one
     (original gap 0.0245 at τ = 0.1); SPPO's last iterate cycles."""
