@@ -47,6 +47,22 @@ def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[s
     return line
 
 
+CHECKPOINT_ARTIFACT_BYTES = 10 * 2**20  # a final checkpoint under 10 MB is also an artifact of its run
+
+
+def log_run_files(client, run_id: str, checkpoint: Path | None) -> None:
+    """At the end of a run: its log files (the root logger's file handlers: Hydra's ``<job>.log``) and, when
+    it is a file under 10 MB, its checkpoint (``checkpoints/last.ckpt``) as artifacts of the run."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_file():
+            handler.flush()
+            client.log_artifact(run_id, handler.baseFilename)
+    if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size < CHECKPOINT_ARTIFACT_BYTES:
+        client.log_artifact(run_id, str(checkpoint), "checkpoints")
+
+
 def client(tracking_uri: str | None, missing: str | None = None):
     """An ``MlflowClient`` of the store at ``tracking_uri``. A ``sqlite:///`` store whose file does not exist:
     with ``missing``, exit with that message (``{uri}`` and ``{db}`` filled in) instead of letting MLflow
