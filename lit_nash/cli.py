@@ -9,7 +9,10 @@ processes (it re-runs ``sys.argv``), where the first argument is no longer the c
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import re
 import sys
 
 COMMANDS = {
@@ -26,7 +29,13 @@ COMMANDS = {
     "compare": ("lit_nash.compare", "table and plots of MLflow runs: final metrics per algorithm over seeds (conf/compare.yaml)"),
 }
 
-USAGE = "usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_nash <command> --help)"
+USAGE = ("usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_nash <command> --help; "
+         "python -m lit_nash --version)")
+# config groups Hydra's --help would list as choices that are no run's choice: their line says what they are
+INTERNAL_GROUPS = {
+    "sweep/sampled_play": "(not a choice of its own) each algorithm's sampled-play settings, which sweep=comal_cycle "
+                          "applies one per job; narrow it: -m sweep=comal_cycle sweep/sampled_play=mpo,egpo",
+}
 
 
 def _print_commands(stream) -> None:
@@ -44,8 +53,26 @@ def _with_override(args: list[str], override: str) -> list[str]:
     return [*args[:at], override, *args[at:]]
 
 
+def _help(run) -> None:
+    """A command's ``--help`` (Hydra prints it), with each internal group's line explained, not listed."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            run()
+    finally:
+        text = printed.getvalue()
+        for group, about in INTERNAL_GROUPS.items():
+            text = re.sub(rf"^{re.escape(group)}: .*$", lambda _: f"{group}: {about}", text, flags=re.M)
+        sys.stdout.write(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["--version"], ["-V"]):
+        from lit_nash import __version__
+
+        print(f"lit_nash {__version__}")
+        raise SystemExit(0)
     relaunched = [a.split("=", 1)[1] for a in args if a.startswith("command=")]
     if args and args[0] in COMMANDS:
         command = args.pop(0)
@@ -65,4 +92,5 @@ def main(argv: list[str] | None = None) -> None:
         _print_commands(sys.stderr)
         raise SystemExit(2)
     sys.argv = [sys.argv[0], *args]
-    importlib.import_module(COMMANDS[command][0]).main()
+    run = importlib.import_module(COMMANDS[command][0]).main
+    _help(run) if "--help" in args or "-h" in args else run()

@@ -16,7 +16,9 @@ numbers as numbers. For each metric of ``conf/compare.yaml`` the command writes
   all its seeds logged) with a band from the lowest to the highest seed; a log y-axis for the metrics named
   in ``log_scale``, with values clipped at 1e-16 (a gap of 0 or -1e-17 is round-off at the equilibrium).
 
-A run that lacks a metric is left out of that metric only.
+A run that lacks a metric is left out of that metric only. When the runs logged none of the configured
+metrics (the defaults are a game's; text runs have no game), every ``train/*`` and ``eval/*`` metric they
+logged is compared instead, and the command says which.
 """
 
 from __future__ import annotations
@@ -88,9 +90,11 @@ def compare(cfg: DictConfig) -> dict[str, Path]:
     """Write the table and the plots; returns what was written, by name."""
     keys = group_keys(cfg.group_by)
     groups = load_runs(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter, keys, list(cfg.metrics))
-    metrics = [m for m in cfg.metrics if any(m in run["history"] for runs in groups.values() for run in runs)]
+    logged = {m for runs in groups.values() for run in runs for m in run["history"]}
+    metrics = [m for m in cfg.metrics if m in logged] or sorted(logged)  # load_runs' fallback: train/*, eval/*
     if not metrics:
-        raise SystemExit(f"lit_nash compare: none of the runs logged any of metrics={list(cfg.metrics)}")
+        raise SystemExit(f"lit_nash compare: none of the runs logged any of metrics={list(cfg.metrics)}, "
+                         "nor any train/* or eval/* metric")
     out = Path(str(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
 
@@ -133,6 +137,14 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, gro
     if not runs:
         raise SystemExit(f"lit_nash compare: no finished runs in experiment {experiment!r} of {tracking_uri}"
                          f" with filter={filter_string!r}; the experiments there are {tracking.experiment_names(client)}")
+
+    logged = sorted({m for run in runs for m in run.data.metrics})
+    if not set(metrics) & set(logged):  # e.g. text runs and the default game metrics: compare what they logged
+        fallback = [m for m in logged if m.startswith(("train/", "eval/"))]
+        if fallback:
+            print(f"lit_nash compare: the runs logged none of metrics={list(metrics)}; comparing the train/* and "
+                  f"eval/* metrics they logged instead: {', '.join(fallback)}")
+            metrics = fallback
 
     groups: dict[tuple, list[dict]] = {}
     untagged = 0

@@ -149,6 +149,7 @@ def load_player(spec: str, tracking_uri: str) -> Player:
         path = Path(run.data.tags["checkpoint"])
         if not path.exists():
             raise SystemExit(f"lit_nash eval: the checkpoint of MLflow run {spec} ({name}), {str(path)!r}, no longer exists")
+        name = None  # named from its config below, as a checkpoint file is (not by fit's unique run-name suffix)
     if path.is_dir():
         raise SystemExit(f"lit_nash eval: {str(path)!r} is a distributed (sharded) checkpoint folder; consolidate it into "
                          "one file first: python -m lightning.pytorch.utilities.consolidate_checkpoint <folder>")

@@ -7,6 +7,8 @@ DataModule, one Lightning Trainer and one MLflow run.
 
 from __future__ import annotations
 
+import logging
+import secrets
 import signal
 import sys
 import time
@@ -34,8 +36,12 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.checkpointing import AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
-    from lit_nash.tracking import flat_params, summary_line
+    from lit_nash.tracking import flat_params, log_run_files, summary_line
 
+    if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # file; their own console handlers
+            logging.getLogger(name).handlers.clear()  # would print each INFO line on the terminal a second time
+            logging.getLogger(name).propagate = True
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     resume_from, run = None, {}
     if cfg.get("resume"):
@@ -46,9 +52,12 @@ def fit(cfg: DictConfig) -> float | None:
     game, algorithm = parts.game, parts.algorithm
 
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
-    tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed)}
-    logger = build_logger(
-        cfg, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}",
+    tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed),
+            "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), **_sweep_tags(choices)}
+    by_steps = cfg.trainer.get("max_epochs") in (None, -1) and cfg.trainer.get("max_steps") not in (None, -1)
+    logger = build_logger(  # a default name gets a unique suffix: runs of the same settings differ in the MLflow UI
+        cfg, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}-{secrets.token_hex(3)}",
+        log_epoch=not by_steps,  # a max-steps run has no epochs: no `epoch` metric
         **({"run_id": run["run_id"]} if run.get("run_id") else {}),  # a resumed run logs on into its own MLflow run
     )
     saving = cfg.trainer.get("enable_checkpointing", True) is not False
@@ -68,17 +77,26 @@ def fit(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
     elif trainer.is_global_zero and getattr(logger, "run_id", None):
         logger.experiment.update_run(logger.run_id, status="RUNNING")
+    if trainer.is_global_zero and getattr(logger, "run_id", None):  # the run page's whole config, as resolved
+        logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
     start = time.perf_counter()
     with warnings.catch_warnings():  # ModelCheckpoint asks manual-optimization modules to keep pre-step weights
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        # third-party deprecations inside Lightning and transformers, nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
         trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
     final = parts.metrics.final(parts.policy) if parts.metrics is not None else {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
     }
     if trainer.is_global_zero:
         seconds = time.perf_counter() - start
-        print(summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri))
+        line = summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri)
+        print(line)
+        logging.getLogger(__name__).info(line)  # the run's log file ends with it too
+        if getattr(logger, "run_id", None):
+            log_run_files(logger.experiment, logger.run_id, checkpoint.path if saving else None)
     if stop is not None and stop.signal_name:
         if trainer.is_global_zero and getattr(logger, "run_id", None):
             logger.experiment.set_terminated(logger.run_id, status="KILLED")
@@ -87,6 +105,17 @@ def fit(cfg: DictConfig) -> float | None:
               file=sys.stderr)
         raise SystemExit(128 + int(getattr(signal, stop.signal_name)))
     return final.get("game/duality_gap", final.get("train/loss"))
+
+
+def _sweep_tags(choices) -> dict[str, str]:
+    """Under ``-m``: the sweep (its preset's name, else its folder) and the job's number in it."""
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.cwd) / hydra.sweep.dir
+    return {"sweep": choices.get("sweep") or str(folder), "sweep_job": str(hydra.job.num)}
 
 
 def _resume(cfg: DictConfig):

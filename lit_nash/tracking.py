@@ -26,12 +26,41 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# metrics that are >= 0 by definition (the last part of the name): a gap, a KL, a probability mass
+NONNEGATIVE = ("duality_gap", "reg_duality_gap", "exploitability", "kl_to_ne", "invalid_mass")
+ROUNDOFF = 1e-6  # below 0 by less than this is round-off (float32 LM policies included), not a value
+
+
+def shown(name: str, value: float) -> float:
+    """A metric as the terminal shows it: a non-negative quantity a hair below 0 by round-off
+    (``kl_to_ne=-5.55e-17``) reads 0. MLflow gets the value as computed."""
+    if name.rsplit("/", 1)[-1] in NONNEGATIVE and -ROUNDOFF < value < 0:
+        return 0.0
+    return value
+
+
 def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[str, float], run_id: str | None, tracking_uri: str | None) -> str:
-    gaps = " ".join(f"{k}={v:.3g}" for k, v in final.items())
+    gaps = " ".join(f"{k}={shown(k, v):.3g}" for k, v in final.items())
     line = f"lit_nash fit: {tags['algo']} on {tags.get('game') or tags.get('data')} (seed {tags['seed']}), {steps} steps in {seconds:.1f}s | {gaps}"
     if run_id:
         line += f" | MLflow run {run_id}: mlflow ui --backend-store-uri {tracking_uri}"
     return line
+
+
+CHECKPOINT_ARTIFACT_BYTES = 10 * 2**20  # a final checkpoint under 10 MB is also an artifact of its run
+
+
+def log_run_files(client, run_id: str, checkpoint: Path | None) -> None:
+    """At the end of a run: its log files (the root logger's file handlers: Hydra's ``<job>.log``) and, when
+    it is a file under 10 MB, its checkpoint (``checkpoints/last.ckpt``) as artifacts of the run."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_file():
+            handler.flush()
+            client.log_artifact(run_id, handler.baseFilename)
+    if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size < CHECKPOINT_ARTIFACT_BYTES:
+        client.log_artifact(run_id, str(checkpoint), "checkpoints")
 
 
 def client(tracking_uri: str | None, missing: str | None = None):

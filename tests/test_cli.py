@@ -51,6 +51,32 @@ def test_fit_help_shows_every_config_group_and_choice(tmp_path):
         assert f"\n{group}: " in out.stdout
 
 
+def test_version_prints_the_package_version(tmp_path):
+    import lit_nash
+
+    out = run_cli("--version", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"lit_nash {lit_nash.__version__}\n"
+    assert f'version = "{lit_nash.__version__}"' in (REPO / "pyproject.toml").read_text()
+
+
+def test_bench_help_is_benchs_own(tmp_path):
+    """bench's config extends fit's: its --help has bench's header and footer, with fit's groups and keys."""
+    out = run_cli("bench", "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("lit_nash bench: time online steps") and "usage: python -m lit_nash bench" in out.stdout
+    assert "lit_nash fit" not in out.stdout and "python -m lit_nash fit" not in out.stdout
+    assert f"algo: {', '.join(ALGOS)}" in out.stdout and "\nbench:\n" in out.stdout
+
+
+def test_fit_help_explains_the_internal_sweep_group_instead_of_listing_it(tmp_path):
+    out = run_cli("fit", "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (line,) = [l for l in out.stdout.splitlines() if l.startswith("sweep/sampled_play:")]
+    assert line.startswith("sweep/sampled_play: (not a choice of its own)") and "sweep=comal_cycle" in line
+    assert "mpo, nash_md" not in line
+
+
 @pytest.mark.parametrize("group,choices", [("algo", ALGOS), ("game", GAMES)])
 def test_unknown_choice_names_the_valid_choices(tmp_path, group, choices):
     out = run_cli("fit", f"{group}=nope", cwd=tmp_path)

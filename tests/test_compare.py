@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from .cli import run_cli
+from .cli import run_cli, run_many
 
 METRICS = ["game/duality_gap", "game/reg_duality_gap", "game/exploitability", "game/kl_to_ne"]
 
@@ -120,3 +120,34 @@ def test_compare_groups_by_a_list_of_tags_and_logged_params(store):
     assert list(groups) == ["egpo", "mpo magnet_every=100"] and all(len(runs) == 2 for runs in groups.values())
     with pytest.raises(SystemExit, match=r"params\.algo\.nothing.*params\.<config key>"):
         load_runs(uri, "grid", None, ["params.algo.nothing"], ["game/duality_gap"])
+
+
+def test_compare_of_text_runs_defaults_to_the_metrics_they_logged(text_models, tmp_path):
+    """Text runs log no game/* metric, compare's default: it compares every train/* and eval/* metric the runs
+    logged instead, and says so. Here EGPO evaluates during training and online IPO does not: the eval/*
+    metrics are EGPO's only (online IPO's cells are empty), train/loss is both's."""
+    common = ["task=text", f"data.path={text_models['plain']}", f"policy.model_path={text_models['policy']}",
+              f"preference.path={text_models['pairwise']}", "rollout.prompts_per_step=2", "policy.max_new_tokens=6",
+              "trainer.max_steps=4", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").create_experiment(  # not by two runs at once
+        "lit_nash", artifact_location=str(tmp_path / "mlruns"))
+    done = run_many(
+        (("fit", "algo=egpo", "eval.every_n_steps=2", "eval.prompts=2", "eval.samples=2", "eval.table_rows=0", *common),
+         {"cwd": tmp_path}),
+        (("fit", "algo=online_ipo", *common), {"cwd": tmp_path}),
+    )
+    assert all(d.returncode == 0 for d in done), [(d.returncode, d.stdout[-1500:], d.stderr[-3000:]) for d in done]
+    out = run_cli("compare", f"out={tmp_path / 'cmp'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    used = ["eval/win_rate_vs_ref", "eval/win_rate_vs_ref/ci95", "eval/win_rate_vs_snapshot",
+            "eval/win_rate_vs_snapshot/ci95", "train/loss"]
+    assert "the runs logged none of metrics=['game/duality_gap'" in out.stdout
+    assert f"comparing the train/* and eval/* metrics they logged instead: {', '.join(used)}" in out.stdout
+    table = read_table(tmp_path / "cmp" / "table.csv")
+    assert sorted(table) == ["egpo", "online_ipo"]
+    assert table["egpo"]["eval/win_rate_vs_ref_n"] == "1" and table["online_ipo"]["eval/win_rate_vs_ref_n"] == "0"
+    assert all(row["train/loss_n"] == "1" for row in table.values())
+    assert "| algo | seeds | " + " | ".join(used) + " |" in (tmp_path / "cmp" / "table.md").read_text()
+    assert (tmp_path / "cmp" / "curve_train_loss.png").is_file()

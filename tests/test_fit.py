@@ -4,6 +4,7 @@ import re
 
 import pytest
 import torch
+import yaml
 from mlflow import MlflowClient
 
 from lit_nash.algorithms import MPO
@@ -42,6 +43,60 @@ def test_fit_mpo_reaches_the_equilibrium_and_is_readable_from_mlflow(tmp_path):
     for key in ("game/reg_duality_gap", "game/exploitability", "game/kl_to_ne"):
         assert last(client, run, key).step == 1999
     assert re.search(r"game/duality_gap=(\S+)", summary[0]).group(1) == f"{gap.value:.3g}"
+
+
+def test_default_fit_prints_the_bar_and_the_summary_and_logs_the_rest(tmp_path):
+    """`python -m lit_nash fit` in an empty folder (issue 17): the terminal gets the progress bar (its last
+    frame: not a terminal here) and the summary line, once each; Lightning's and MLflow's INFO lines, the
+    litlogger advert, "Experiment ... not found" and third-party deprecation warnings go to fit.log or
+    nowhere. fit.log ends with the summary line."""
+    out = run_cli("fit", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    terminal = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(terminal) == len(set(terminal)), terminal  # no line twice
+    assert len(terminal) <= 4, terminal  # the bar (two lines at 80 columns) and the summary
+    text = "\n".join(terminal)
+    for noise in ("litlogger", "Tip:", "not found", "GPU available", "Trainer.fit", "INFO", "deprecated",
+                  "Warning", "database tables"):
+        assert noise not in text, (noise, terminal)
+    (summary,) = [line for line in terminal if line.startswith("lit_nash fit: mpo on comal_cycle")]
+    assert "2000 steps" in summary
+    (log,) = (tmp_path / "outputs").rglob("fit.log")
+    logged = log.read_text()
+    assert logged.rstrip().endswith(summary) and "GPU available" in logged and "not found. Creating it." in logged
+    # the bar counts optimizer steps out of max_steps; a max-steps run has no epochs to show
+    bar = text.split("lit_nash fit:")[0]
+    assert "Steps" in bar and "2000/2000" in bar and "Epoch" not in bar
+
+
+def test_the_mlflow_run_page_has_the_config_log_checkpoint_and_tags_and_no_epoch(tmp_path):
+    """Issue 17.3, on a real sqlite store: each run logs its resolved config (config.yaml), its log file
+    (fit.log, ending with the summary) and its small final checkpoint as artifacts; no `epoch` metric on a
+    max-steps run; the tags task, rollout and, under -m, sweep and sweep_job; two runs of the same settings
+    get different names."""
+    out = run_cli("fit", "-m", "seed=0,0", "trainer.max_steps=20", "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, found = runs(tmp_path)
+    assert len(found) == 2
+    names = [r.info.run_name for r in found]
+    assert len(set(names)) == 2 and all(re.fullmatch(r"mpo-comal_cycle-seed0-[0-9a-f]{6}", n) for n in names), names
+    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    for run in found:
+        run_id, tags = run.info.run_id, run.data.tags
+        assert tags["task"] == "none" and tags["rollout"] == "exact"
+        assert tags["sweep"] == str(sweep) and tags["sweep_job"] in ("0", "1")
+        assert tags["checkpoint"] == str(sweep / tags["sweep_job"] / "checkpoints" / "last.ckpt")
+        assert "epoch" not in run.data.metrics and not client.get_metric_history(run_id, "epoch")
+        assert "game/duality_gap" in run.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+        assert {"config.yaml", "fit.log", "checkpoints/last.ckpt"} <= artifacts, artifacts
+        where = tmp_path / "download" / run_id
+        config = yaml.safe_load(open(client.download_artifacts(run_id, "config.yaml", str(where.with_suffix(".c")))))
+        assert config["trainer"]["max_steps"] == 20 and config["algo"]["_target_"] == "lit_nash.algorithms.mpo.MPO"
+        log = open(client.download_artifacts(run_id, "fit.log", str(where))).read()
+        assert "lit_nash fit: mpo on comal_cycle (seed 0), 20 steps" in log.splitlines()[-1]
+        ckpt = torch.load(client.download_artifacts(run_id, "checkpoints/last.ckpt", str(where)), weights_only=True)
+        assert ckpt["global_step"] == 20
 
 
 def test_multirun_of_five_algorithms_matches_the_theory(tmp_path):
