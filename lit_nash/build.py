@@ -42,6 +42,10 @@ def build_tiny_model(cfg: DictConfig, game) -> None:
         return
     if game is None:
         raise ValueError("policy.model_path is required when the prompts come from a dataset (game=null)")
+    if not hasattr(game, "vocabulary"):
+        raise ValueError(f"a language-model policy plays a token game or a prompt dataset, and game={game.name} is a "
+                         "matrix game: use task=token_game (a tiny LM on the token game), task=text with "
+                         "policy.model_path=<model>, or policy=tabular for matrix games")
     from lit_nash.models import tiny_causal_lm
 
     with open_dict(cfg):
