@@ -29,9 +29,10 @@ def fit(cfg: DictConfig) -> float | None:
     import lightning as L  # imported here so that --help and config errors answer without loading torch
 
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from lit_nash.build import build_callbacks, build_logger, build_run, build_trainer
-    from lit_nash.checkpointing import AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal
+    from lit_nash.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal, check_owner
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
     from lit_nash.tracking import flat_params, summary_line
@@ -41,6 +42,8 @@ def fit(cfg: DictConfig) -> float | None:
     if cfg.get("resume"):
         cfg, resume_from, run = _resume(cfg)
         choices = {}  # the command's group choices are not the run's: its config is the checkpoint's
+    if cfg.trainer.get("enable_checkpointing", True) is not False and rank_zero_only.rank == 0:
+        check_owner(Path(cfg.checkpoint.dir) / LAST, resume_from)  # a run writes only its own last.ckpt
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_run(cfg, choices)
     game, algorithm = parts.game, parts.algorithm
@@ -54,7 +57,8 @@ def fit(cfg: DictConfig) -> float | None:
     saving = cfg.trainer.get("enable_checkpointing", True) is not False
     checkpoint = LastCheckpoint(cfg.checkpoint.dir, cfg.checkpoint.every_n_steps) if saving else None
     stop = StopOnSignal(checkpoint) if saving else None
-    record = RunRecord(OmegaConf.to_container(cfg, resolve=True), str(checkpoint.path) if saving else None)
+    record = RunRecord(OmegaConf.to_container(cfg, resolve=True), str(checkpoint.path) if saving else None,
+                       run.get("uuid"))
     callbacks = [c for c in (algorithm, parts.metrics, parts.evaluation, RNGCheckpoint(cfg.seed), record, stop, checkpoint)
                  if c is not None]
     callbacks += build_callbacks(cfg.get("callbacks"))  # the user's own
@@ -99,7 +103,7 @@ def _resume(cfg: DictConfig):
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     config = resumed_config(cfg, stored, overrides)
     if run.get("tracking_uri") and run["tracking_uri"] != config.logger.get("tracking_uri"):
-        run = {}  # the store moved: log into a new run of the configured store
+        run = {k: v for k, v in run.items() if k == "uuid"}  # the store moved: log into a new run of the configured store
     print(f"lit_nash fit: resuming from {path}" + (f" (MLflow run {run['run_id']})" if run.get("run_id") else ""),
           file=sys.stderr)
     return config, str(path), run
