@@ -35,9 +35,10 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal, check_owner
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
-    from lit_nash.tracking import flat_params, summary_line
+    from lit_nash.tracking import flat_params, prepare_store, reachable, summary_line
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    reachable(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "fit")  # before resume= reads the store
     resume_from, run = None, {}
     if cfg.get("resume"):
         cfg, resume_from, run = _resume(cfg)
@@ -50,6 +51,8 @@ def fit(cfg: DictConfig) -> float | None:
 
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
     tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed)}
+    if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
+        prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri", "fit")
     logger = build_logger(
         cfg, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}",
         **({"run_id": run["run_id"]} if run.get("run_id") else {}),  # a resumed run logs on into its own MLflow run
