@@ -26,6 +26,9 @@ def main(cfg: DictConfig) -> float:
 def fit(cfg: DictConfig) -> float | None:
     """Train one run; returns the final duality gap on a game, else the last training loss (the objective
     a Hydra sweeper minimizes)."""
+    from lit_nash.build import check_config
+
+    check_config(cfg)
     import lightning as L  # imported here so that --help and config errors answer without loading torch
 
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
