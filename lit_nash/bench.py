@@ -43,9 +43,10 @@ def main(cfg: DictConfig) -> None:
 def bench(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
-    from lit_nash.build import build_run, build_trainer
+    from lit_nash.build import build_run, build_trainer, check_config
     from lit_nash.rng import RNGCheckpoint
 
+    check_config(cfg)  # fit's start-up checks: the same config
     spec = cfg.bench
     if spec.threads:
         torch.set_num_threads(int(spec.threads))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,60 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")  # AtomicCheckpointIO's temporary file
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.<name>.tmp-<pid>``) that a writer killed mid-write (SIGKILL, power) left
+    in ``folder``: those whose process is gone. A live process's file is a write in progress and stays."""
+    stale = [p for p in (folder.iterdir() if folder.is_dir() else ())
+             if (m := _TEMPORARY.fullmatch(p.name)) and p.is_file() and not _alive(int(m["pid"]))]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        print(f"lit_nash fit: removed {len(stale)} temporary checkpoint file(s) left in {folder} by killed writers: "
+              f"{', '.join(p.name for p in stale)}", file=sys.stderr)
+    return stale
+
+
+def check_owner(path: Path, resume_from: str | None) -> None:
+    """A run writes only its own ``last.ckpt``: refuse a checkpoint file that belongs to another run (another
+    run's uuid or MLflow run id, see ``RunRecord``), unless this command resumes that run."""
+    if not path.is_file() or (resume_from is not None and Path(resume_from).resolve() == path.resolve()):
+        return
+    theirs = _record(path)
+    if resume_from is not None and _same_run(_record(Path(resume_from)), theirs):
+        return
+    who = f" (MLflow run {theirs['run_id']})" if theirs.get("run_id") else ""
+    raise SystemExit(
+        f"lit_nash fit: checkpoint.dir={str(path.parent)!r} already holds {str(path)!r}, the checkpoint of another "
+        f"run{who}; this run would overwrite it. Give this run its own folder (checkpoint.dir=<empty folder>, or "
+        f"leave checkpoint.dir at its default), or continue that run with resume={path}"
+    )
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """The run record a checkpoint carries ({} if it has none or cannot be read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(RUN_KEY) or {}
+    except Exception:
+        return {}
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return any(a.get(k) and a.get(k) == b.get(k) for k in ("uuid", "run_id"))
+
+
 class LastCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint keeping only ``last.ckpt``: every N optimizer steps (0: only at the end and
     on a stop signal) and always at the end of training; never on an exception."""
@@ -72,6 +128,11 @@ class LastCheckpoint(ModelCheckpoint):
     @property
     def path(self) -> Path:
         return Path(self.dirpath) / LAST
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero:
+            remove_stale_temporaries(Path(self.dirpath))
 
     # Lightning sends a batch's metrics to the loggers after on_train_batch_end, where this callback saves:
     # a crash between the two would lose that step's metrics for good (the resumed run starts after it).
@@ -206,12 +267,14 @@ class RunRecord(L.Callback):
     """Makes a run reloadable and resumable: every checkpoint carries the run's resolved config and its MLflow
     run (plain values, so ``torch.load(weights_only=True)`` still reads them), and the MLflow run gets the
     tag ``checkpoint`` with its checkpoint's path as soon as it starts (``resume=<run id>`` finds it even
-    after a SIGKILL)."""
+    after a SIGKILL). The record holds a ``uuid`` of the run, kept across resumes, that says whose a
+    checkpoint file is (``check_owner``), with or without MLflow."""
 
-    def __init__(self, config: dict[str, Any], checkpoint_path: str | None = None):
+    def __init__(self, config: dict[str, Any], checkpoint_path: str | None = None, run_uuid: str | None = None):
         self.config = config
         self.checkpoint_path = checkpoint_path
         self.run: dict[str, Any] = {}
+        self.uuid = run_uuid or uuid.uuid4().hex
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = trainer.logger
@@ -223,7 +286,7 @@ class RunRecord(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
-        checkpoint[RUN_KEY] = self.run
+        checkpoint[RUN_KEY] = {**self.run, "uuid": self.uuid}
 
 
 # -- reading and writing an MLflow store ----------------------------------------------------------------

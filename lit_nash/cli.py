@@ -10,10 +10,13 @@ processes (it re-runs ``sys.argv``), where the first argument is no longer the c
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
+import os
 import re
 import sys
+from datetime import datetime
 
 COMMANDS = {
     "fit": ("lit_nash.fit", "train a policy with an NLHF algorithm (conf/fit.yaml)"),
@@ -51,6 +54,22 @@ def _with_override(args: list[str], override: str) -> list[str]:
     overrides = [i for i, a in enumerate(args) if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     at = overrides[-1] + 1 if overrides else len(args)
     return [*args[:at], override, *args[at:]]
+
+
+@functools.cache
+def run_folder_name() -> str:
+    """``${lit_nash_run:}``, the last part of a run folder: the time to the microsecond and the process id
+    (``12-06-07-123456-4242``), so two runs started in the same second in one folder never share a run folder.
+    One value per process: every config of the process names the same folder."""
+    return f"{datetime.now():%H-%M-%S-%f}-{os.getpid()}"
+
+
+def register_resolvers() -> None:
+    """The OmegaConf resolvers of conf/ (before Hydra composes a config)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("lit_nash_run"):
+        OmegaConf.register_new_resolver("lit_nash_run", run_folder_name)
 
 
 def _help(run) -> None:
@@ -92,5 +111,6 @@ def main(argv: list[str] | None = None) -> None:
         _print_commands(sys.stderr)
         raise SystemExit(2)
     sys.argv = [sys.argv[0], *args]
+    register_resolvers()
     run = importlib.import_module(COMMANDS[command][0]).main
     _help(run) if "--help" in args or "-h" in args else run()

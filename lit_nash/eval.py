@@ -52,7 +52,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from lit_nash.build import build_generator, build_preference
     from lit_nash.rollout import Rollouts, reads_text
+    from lit_nash.tracking import marks_run, reachable
 
+    reachable(str(cfg.tracking_uri), "tracking_uri", "eval")
     source = None if cfg.policies else str(cfg.experiment)  # compare draws the latest evaluation of its experiment
     specs = [str(s) for s in cfg.policies] or runs_of(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter)
     players = [load_player(spec, str(cfg.tracking_uri)) for spec in specs]
@@ -73,6 +75,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     n, N = int(cfg.samples), min(int(cfg.prompts or count), count)
     if n < 1 or N < 1:
         raise SystemExit(f"lit_nash eval: samples and prompts must be >= 1, got samples={n}, prompts={cfg.prompts}")
+    client = run = None
+    if cfg.log_experiment:  # the run exists while the matches play; a signal or an error marks it (marks_run)
+        from lit_nash.tracking import start_eval_run
+
+        client, run = start_eval_run(str(cfg.tracking_uri), str(cfg.log_experiment), [p.name for p in players], source)
+    with marks_run(lambda: (client, run), "eval"):
+        return _evaluate(cfg, players, preference, node, device, n, N, source, client, run)
+
+
+def _evaluate(cfg, players, preference, node, device, n, N, source, client, run) -> dict[str, Any]:
+    import torch
+
     prompt = torch.arange(N, device=device)
     torch.manual_seed(int(cfg.seed))
     k = len(players)
@@ -98,12 +112,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(str(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
     markdown = report(result)
-    client = run = None
-    if cfg.log_experiment:
-        from lit_nash.tracking import start_eval_run
-
-        client, run = start_eval_run(str(cfg.tracking_uri), str(cfg.log_experiment), result["policies"],
-                                     result["source_experiment"])
+    if run is not None:
         result["mlflow_run_id"] = run
     (out / "table.md").write_text(markdown + "\n")
     write_files(result, out)

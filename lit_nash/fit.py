@@ -28,25 +28,32 @@ def main(cfg: DictConfig) -> float:
 def fit(cfg: DictConfig) -> float | None:
     """Train one run; returns the final duality gap on a game, else the last training loss (the objective
     a Hydra sweeper minimizes)."""
+    from lit_nash.build import check_config
+
+    check_config(cfg)
     import lightning as L  # imported here so that --help and config errors answer without loading torch
 
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from lit_nash.build import build_callbacks, build_logger, build_run, build_trainer
-    from lit_nash.checkpointing import AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal
+    from lit_nash.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal, check_owner
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
-    from lit_nash.tracking import flat_params, log_run_files, summary_line
+    from lit_nash.tracking import flat_params, log_run_files, prepare_store, reachable, summary_line
 
     if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # file; their own console handlers
             logging.getLogger(name).handlers.clear()  # would print each INFO line on the terminal a second time
             logging.getLogger(name).propagate = True
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    reachable(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "fit")  # before resume= reads the store
     resume_from, run = None, {}
     if cfg.get("resume"):
         cfg, resume_from, run = _resume(cfg)
         choices = {}  # the command's group choices are not the run's: its config is the checkpoint's
+    if cfg.trainer.get("enable_checkpointing", True) is not False and rank_zero_only.rank == 0:
+        check_owner(Path(cfg.checkpoint.dir) / LAST, resume_from)  # a run writes only its own last.ckpt
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_run(cfg, choices)
     game, algorithm = parts.game, parts.algorithm
@@ -54,6 +61,8 @@ def fit(cfg: DictConfig) -> float | None:
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
     tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed),
             "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), **_sweep_tags(choices)}
+    if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
+        prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri", "fit")
     by_steps = cfg.trainer.get("max_epochs") in (None, -1) and cfg.trainer.get("max_steps") not in (None, -1)
     logger = build_logger(  # a default name gets a unique suffix: runs of the same settings differ in the MLflow UI
         cfg, tags=tags, run_name=cfg.logger.get("run_name") or f"{tags['algo']}-{task}-seed{cfg.seed}-{secrets.token_hex(3)}",
@@ -63,7 +72,8 @@ def fit(cfg: DictConfig) -> float | None:
     saving = cfg.trainer.get("enable_checkpointing", True) is not False
     checkpoint = LastCheckpoint(cfg.checkpoint.dir, cfg.checkpoint.every_n_steps) if saving else None
     stop = StopOnSignal(checkpoint) if saving else None
-    record = RunRecord(OmegaConf.to_container(cfg, resolve=True), str(checkpoint.path) if saving else None)
+    record = RunRecord(OmegaConf.to_container(cfg, resolve=True), str(checkpoint.path) if saving else None,
+                       run.get("uuid"))
     callbacks = [c for c in (algorithm, parts.metrics, parts.evaluation, RNGCheckpoint(cfg.seed), record, stop, checkpoint)
                  if c is not None]
     callbacks += build_callbacks(cfg.get("callbacks"))  # the user's own
@@ -128,7 +138,7 @@ def _resume(cfg: DictConfig):
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     config = resumed_config(cfg, stored, overrides)
     if run.get("tracking_uri") and run["tracking_uri"] != config.logger.get("tracking_uri"):
-        run = {}  # the store moved: log into a new run of the configured store
+        run = {k: v for k, v in run.items() if k == "uuid"}  # the store moved: log into a new run of the configured store
     print(f"lit_nash fit: resuming from {path}" + (f" (MLflow run {run['run_id']})" if run.get("run_id") else ""),
           file=sys.stderr)
     return config, str(path), run

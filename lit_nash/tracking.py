@@ -6,8 +6,12 @@ it (it takes a second)."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 CONFIG_KEY = "lit_nash_config"  # the checkpoint entry that holds the run's resolved config
@@ -61,6 +65,88 @@ def log_run_files(client, run_id: str, checkpoint: Path | None) -> None:
             client.log_artifact(run_id, handler.baseFilename)
     if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size < CHECKPOINT_ARTIFACT_BYTES:
         client.log_artifact(run_id, str(checkpoint), "checkpoints")
+
+
+def reachable(tracking_uri: str | None, key: str, command: str, timeout: float = 2.0) -> None:
+    """An ``http(s)://`` tracking server must answer a TCP connect within ``timeout`` seconds, else exit with
+    one line that says what to do (MLflow's own client retries for minutes, silently). Other URIs pass."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not tracking_uri or not str(tracking_uri).startswith(("http://", "https://")):
+        return
+    url = urlsplit(str(tracking_uri))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise SystemExit(
+            f"lit_nash {command}: no MLflow tracking server answers at {key}={tracking_uri} "
+            f"({e.strerror or f'{e} after {timeout:g} s'}); start it (mlflow server --host {url.hostname} --port {port}), or log to a local store: "
+            f"{key}=sqlite:///mlruns.db"
+        ) from None
+
+
+def prepare_store(tracking_uri: str | None, experiment: str | None, key: str, command: str) -> None:
+    """Make the store ready before a run logs to it. An ``http(s)://`` server: it must answer (``reachable``).
+    A ``sqlite:///`` store: created (MLflow's schema migration) and its experiment created under an exclusive
+    ``flock`` on ``<db>.lock``, so that runs starting at once in one folder do not race to create them (the
+    loser would die in the migration or on the experiment's unique name)."""
+    reachable(tracking_uri, key, command)
+    if not tracking_uri or not str(tracking_uri).startswith("sqlite:///"):
+        return
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    db = Path(str(tracking_uri)[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        store = MlflowClient(str(tracking_uri))
+        store.search_experiments(max_results=1)  # creates the tables, or waits for nothing when they exist
+        if experiment and store.get_experiment_by_name(experiment) is None:
+            store.create_experiment(experiment)
+
+
+class Stopped(SystemExit):
+    """SIGTERM or SIGINT, raised in the main thread by ``marks_run``'s handler; exits 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.name = signal.Signals(signum).name
+
+
+@contextmanager
+def marks_run(run: Callable[[], tuple[Any, str | None]], command: str):
+    """Around a command's MLflow run: an exception marks it FAILED, SIGTERM or Ctrl+C marks it KILLED (and
+    exits 143 or 130 with one line), so no run stays RUNNING after its process is gone. ``run()`` gives the
+    (client, run id) when needed; a run id of None: no run was created, nothing to mark."""
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()  # Python delivers signals to the main thread
+    previous = {sig: signal.signal(sig, stop) for sig in signals} if main else {}
+    try:
+        yield
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            e = Stopped(signal.SIGINT)
+        elif type(e).__name__ == "SIGTERMException":  # Lightning's, when its own handler saw SIGTERM first
+            e = Stopped(signal.SIGTERM)
+        store, run_id = run()
+        if run_id is not None:
+            store.set_terminated(run_id, status="KILLED" if isinstance(e, Stopped) else "FAILED")
+        if isinstance(e, Stopped):
+            print(f"lit_nash {command}: stopped by {e.name}" + (f"; MLflow run {run_id} marked KILLED" if run_id else ""),
+                  file=sys.stderr)
+            raise SystemExit(e.code) from None
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def client(tracking_uri: str | None, missing: str | None = None):
@@ -145,6 +231,7 @@ def start_eval_run(tracking_uri: str, experiment: str, policies: list[str], sour
     """``eval``'s MLflow run, created first so the files can name it (the experiment too, if new): tagged
     ``command=eval``, its policies, and the experiment it drew them from (``source_experiment``, which
     ``latest_eval_run`` looks for). Returns (client, run id)."""
+    prepare_store(tracking_uri, experiment, "tracking_uri", "eval")
     store = client(tracking_uri)
     found = store.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else store.create_experiment(experiment)

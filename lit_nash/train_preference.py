@@ -35,6 +35,9 @@ def main(cfg: DictConfig) -> float:
 
 def train_preference(cfg: DictConfig) -> float:
     """Train one classifier and save it; returns the final eval/loss (nan without an eval set)."""
+    from lit_nash.tracking import marks_run, prepare_store, reachable
+
+    reachable(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "train_preference")
     # the pairs are read and checked before torch is imported: a bad file answers in seconds
     train_set, eval_set = load_pairs(cfg.data, seed=cfg.seed)
 
@@ -43,8 +46,9 @@ def train_preference(cfg: DictConfig) -> float:
 
     from lit_nash.preference import PairwiseClassifier
     from lit_nash.preference.training import PairwiseTraining
-    from lit_nash.build import build_logger, build_trainer
-    from lit_nash.tracking import flat_params
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from lit_nash.build import build_logger
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     judge = PairwiseClassifier(
@@ -66,8 +70,22 @@ def train_preference(cfg: DictConfig) -> float:
 
     tags = {"command": "train_preference", "model": Path(cfg.model_path).name, "data": Path(cfg.data.path).name,
             "seed": str(cfg.seed)}
+    if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
+        prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri",
+                      "train_preference")
     logger = build_logger(cfg, tags=tags,
                          run_name=cfg.logger.get("run_name") or f"train_preference-{tags['model']}-seed{cfg.seed}")
+    # the run exists from log_hyperparams on; a signal or an error marks it KILLED or FAILED
+    with marks_run(lambda: (logger._mlflow_client, getattr(logger, "_run_id", None)), "train_preference"):
+        return _train(cfg, logger, judge, module, train_set, eval_set, train_loader, eval_loader)
+
+
+def _train(cfg, logger, judge, module, train_set, eval_set, train_loader, eval_loader) -> float:
+    import lightning as L
+
+    from lit_nash.build import build_trainer
+    from lit_nash.tracking import flat_params
+
     trainer: L.Trainer = build_trainer(cfg, logger=logger)
     logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
 

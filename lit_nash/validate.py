@@ -14,23 +14,29 @@ def is_integer(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and int(value) == value
 
 
-def integer(key: str, value: Any, minimum: int = 0, what: str = "") -> int:
-    """An integer ≥ ``minimum``; ``what`` says what it counts."""
-    if not is_integer(value) or value < minimum:
+def integer(key: str, value: Any, minimum: int = 0, what: str = "", maximum: int | None = None) -> int:
+    """An integer ≥ ``minimum`` (and ≤ ``maximum``); ``what`` says what it counts."""
+    if not is_integer(value) or value < minimum or (maximum is not None and value > maximum):
         about = f" ({what})" if what else ""
-        raise ValueError(f"{key} must be an integer >= {minimum}{about}, got {value}")
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{key} must be an integer {bound}{about}, got {value}")
     return int(value)
+
+
+def _number(value: Any) -> str:
+    """'' for a number, else ' a number' (the message then says what kind of value goes there: not a list)."""
+    return "" if not isinstance(value, bool) and isinstance(value, (int, float)) else " a number"
 
 
 def positive(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{key} must be > 0, got {value}")
+        raise ValueError(f"{key} must be{_number(value)} > 0, got {value}")
     return float(value)
 
 
 def non_negative(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{key} must be >= 0, got {value}")
+        raise ValueError(f"{key} must be{_number(value)} >= 0, got {value}")
     return float(value)
 
 
@@ -39,7 +45,8 @@ def in_unit_interval(key: str, value: Any, open_left: bool = False, note: str = 
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (0 < value if open_left else 0 <= value) and value <= 1
     if not ok:
         interval = "(0, 1]" if open_left else "[0, 1]"
-        raise ValueError(f"{key} must lie in {interval}{note}, got {value}")
+        raise ValueError(f"{key} must be{_number(value)} in {interval}{note}, got {value}" if _number(value)
+                         else f"{key} must lie in {interval}{note}, got {value}")
     return float(value)
 
 

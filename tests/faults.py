@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 import torch
@@ -48,3 +49,18 @@ class NaNGameOracle(GameOracle):
         self.calls += 1
         p = super().prob(prompt, a, b)
         return torch.full_like(p, float("nan")) if self.calls == self.nan_at_call else p
+
+
+class SlowGameOracle(GameOracle):
+    """The game's exact oracle, except that each ``prob`` call first sleeps ``seconds`` (a long ``eval`` to send
+    a signal to), or raises with ``error`` (an ``eval`` that fails half-way)."""
+
+    def __init__(self, game, seconds: float = 0.0, error: bool = False):
+        super().__init__(game)
+        self.seconds, self.error = float(seconds), bool(error)
+
+    def prob(self, prompt, a, b):
+        if self.error:
+            raise RuntimeError("tests.faults.SlowGameOracle: the injected failure")
+        time.sleep(self.seconds)
+        return super().prob(prompt, a, b)

@@ -87,6 +87,7 @@ def shared(tmp_path_factory):
     no_pad_tokenizer(CLASSIFIER_WORDS).save_pretrained(paths["no_pad_tokenizer"])
     build_tokenizer(CLASSIFIER_WORDS + [f"w{i}" for i in range(20)]).save_pretrained(paths["big_tokenizer"])
     paths["empty_dir"].mkdir()
+    (paths["good_checkpoints"],) = root.glob("outputs/*/*/checkpoints")  # the good run's own last.ckpt is there
 
     d = root / "data"
     d.mkdir()
@@ -129,8 +130,20 @@ CASES = [
     ("unknown_policy", ["fit", "policy=mlp"], ["Could not find 'policy/mlp'", "causal_lm"]),
     ("unknown_trainer", ["fit", "trainer=tpu"], ["Could not find 'trainer/tpu'", "fsdp"]),
     ("unknown_group", ["fit", "optimizer=adam"], ["Could not override 'optimizer'"]),
+    ("unknown_top_level_key", ["fit", "+algos=egpo"],  # Hydra's own suggestion for the typo algos=egpo
+     ["unknown top-level key 'algos' (from '+algos=egpo')", "algo, callbacks, checkpoint", "did you mean algo=egpo?"]),
+    # the run's length, logging and seed (before torch is imported)
+    ("max_steps_forever", ["fit", "trainer.max_steps=-1"],
+     ["trainer.max_steps must be an integer >= 1 (optimizer steps; -1 would train forever), got -1"]),
+    ("max_steps_fraction", ["fit", "trainer.max_steps=1.5"], ["trainer.max_steps must be an integer >= 1", "got 1.5"]),
+    ("max_steps_list", ["fit", "trainer.max_steps=[1,2]"], ["trainer.max_steps must be an integer >= 1", "got [1, 2]"]),
+    ("log_every_zero", ["fit", "trainer.log_every_n_steps=0"],
+     ["trainer.log_every_n_steps must be an integer >= 1 (steps between logged metrics), got 0"]),
+    ("negative_seed", ["fit", "seed=-1"], ["seed must be an integer in [0, 4294967295] (numpy's range), got -1"]),
+    ("bench_max_steps", ["bench", "trainer.max_steps=-1"], ["lit_nash bench: trainer.max_steps must be an integer >= 1"]),
     # algorithms
     ("mpo_eta", ["fit", "algo.eta=-1"], ["algo=mpo: eta must be > 0, got -1"]),
+    ("mpo_eta_list", ["fit", "algo.eta=[1,2]"], ["algo=mpo: eta must be a number > 0, got [1, 2]"]),
     ("egpo_tau", ["fit", "algo=egpo", "algo.tau=0"], ["algo=egpo: tau must be > 0, got 0"]),
     ("mpo_magnet_every", ["fit", "algo.magnet_every=0.5"], ["algo=mpo: magnet_every must be an integer >= 1", "0.5"]),
     ("comal_reset_every", ["fit", "algo=comal", "algo.reset_every=-3"],
@@ -187,6 +200,15 @@ CASES = [
     ("resume_unknown_run", ["fit", "resume=0123456789abcdef0123456789abcdef"], ["no such MLflow run"]),
     ("resume_changes_the_run", ["fit", "resume=last", "algo.eta=2"],
      ["resume: this command sets 'algo.eta=2' but the run was trained with algo.eta=1.0"]),
+    ("checkpoint_of_another_run", ["fit", "checkpoint.dir={good_checkpoints}"],
+     ["checkpoint.dir='{good_checkpoints}' already holds '{good_checkpoints}/last.ckpt', the checkpoint of another run",
+      "resume={good_checkpoints}/last.ckpt"]),
+    # the environment: a tracking server nobody runs (port 9 of the loopback: nothing listens there)
+    ("tracking_server_down", ["fit", "logger.tracking_uri=http://127.0.0.1:9"],
+     ["lit_nash fit: no MLflow tracking server answers at logger.tracking_uri=http://127.0.0.1:9 (Connection refused)",
+      "start it (mlflow server --host 127.0.0.1 --port 9)", "logger.tracking_uri=sqlite:///mlruns.db"]),
+    ("eval_tracking_server_down", ["eval", "policies=[0123456789abcdef0123456789abcdef]", "tracking_uri=http://127.0.0.1:9"],
+     ["lit_nash eval: no MLflow tracking server answers at tracking_uri=http://127.0.0.1:9"]),
     # the other commands
     ("eval_missing_checkpoint", ["eval", "policies=[/nowhere/last.ckpt]"],
      ["checkpoint '/nowhere/last.ckpt' does not exist"]),
