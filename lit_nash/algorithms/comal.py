@@ -5,12 +5,13 @@ toward an anchor; every ``reset_every`` steps the anchor is reset to the current
 never increases, so the last iterate converges to an exact NE for any τ > 0 (ALGORITHMS.md §2.8).
 
 Practical loss: INPO's pair loss with the anchor in the reference's place (the official code's
-COMAL+INPO), summed log-probs, on the official pair of yale-nlp/COMAL ``data_processing.py``: of k = 5
+COMAL+INPO), summed log-probs. By default every pair of the k = 5 samples with its soft label (unbiased;
+the reset fixed point is then the NE). ``pairs=top2 target=constant`` is the official pair of yale-nlp/COMAL ``data_processing.py``: of k = 5
 samples, identical responses are merged into one candidate (scored by the mean of its copies' win rates
 against the others) before ranking, the pair is top-1 vs top-2 of the distinct candidates, and no pair is
-filtered on P̂(w ≻ l). A prompt whose k samples hold fewer than 2 distinct responses contributes no pair
-(weight 0). ``pairs=tournament`` drops only a pair of identical responses; ``pairs=all`` trains on every
-pair.
+filtered on P̂(w ≻ l); its constant target sees only which response wins, so with a probability-valued
+preference model its fixed point is not the NE (docs/algorithms/comal.md). A prompt whose k samples hold fewer than 2 distinct responses contributes no pair
+(weight 0). ``pairs=tournament`` drops only a pair of identical responses.
 """
 
 from lit_nash.algorithms.base import Algorithm
@@ -24,7 +25,7 @@ class COMAL(Algorithm):
     name = "comal"
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, reset_every: int | None = 100, inner: str = "omd",
-                 k: int = 5, pairs: str = "top2", target: str = "constant", logprob_reduction: str = "sum"):
+                 k: int = 5, pairs: str = "all", target: str = "soft", logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
         if inner not in INNER:
             raise ValueError(f"algo={self.name}: inner must be one of {sorted(INNER)}, got {inner!r}")

@@ -3,10 +3,14 @@
 Paper form: π_{t+1} ∝ π_ref^{τ_p/η_p} · π_t^{1−τ_p/η_p} · exp(P(y ≻ π_t)/η_p), i.e. the OMD operator
 with step eta = 1/η_p and tau = τ_p (ALGORITHMS.md §2.9). Converges last-iterate to π*_τ only.
 
-Practical loss: k samples per prompt from π_t, one (winner, loser) pair per prompt (knockout tournament
-by default), dropped unless P(w ≻ l) > ½; h = Δℓ_θ − r·Δℓ_ref − (1 − r)·Δℓ_t with r = ητ, regressed to
-the constant 1/(2η_p) = eta/2, or to the soft label (P(w ≻ l) − ½)·eta, whose minimizer is the OMD
-iterate (tests/ladder/test_losses.py). MNPO and COMAL reuse ``pair_rollout`` and ``pair_loss``.
+Practical loss: k samples per prompt from π_t; h = Δℓ_θ − r·Δℓ_ref − (1 − r)·Δℓ_t with r = ητ. By default
+every pair of the k samples is regressed to its soft label (P(w ≻ l) − ½)·eta: an unbiased estimate of
+the on-policy loss whose minimizer is the OMD iterate (tests/ladder/test_losses.py). The paper's recipe,
+``pairs=tournament target=constant``, trains one (winner, loser) pair per prompt, dropped unless
+P(w ≻ l) > ½, regressed to the constant 1/(2η_p) = eta/2; with a preference model that returns
+probabilities it sees only which response wins, never by how much, so its fixed point is not π*_τ
+(on comal_cycle: the uniform policy, gap 0.0667; docs/algorithms/inpo.md). ``target=soft`` on a selected
+pair is refused: selection biases it further. MNPO and COMAL reuse ``pair_rollout`` and ``pair_loss``.
 """
 
 import torch
@@ -23,8 +27,8 @@ TARGETS = ("constant", "soft")
 class INPO(Algorithm):
     name = "inpo"
 
-    def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 8, pairs: str = "tournament",
-                 target: str = "constant", logprob_reduction: str = "sum"):
+    def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 8, pairs: str = "all",
+                 target: str = "soft", logprob_reduction: str = "sum"):
         super().__init__(eta, tau)
         if self.eta * self.tau > 1:
             raise ValueError(f"algo={self.name}: eta*tau = τ_p/η_p must be <= 1, got {self.eta * self.tau}")
@@ -47,9 +51,14 @@ def check_pair_settings(algo: Algorithm, k: int, pairs: str, target: str, logpro
     """k (samples per prompt, all pairs labeled: at least 2), the pair selection, the target; returns k."""
     k = algo.count("k", k, 2, "samples per prompt, all pairs labeled")
     algo.choose("pairs", pairs, ["all", *PAIR_SELECTIONS])
+    algo.choose("target", target, TARGETS)
     if pairs == "all" and target != "soft":
         raise ValueError(f"algo={algo.name}: pairs=all needs target=soft (every pair carries its own label)")
-    algo.choose("target", target, TARGETS)
+    if pairs != "all" and target == "soft":
+        raise ValueError(f"algo={algo.name}: target=soft needs pairs=all: a soft label is unbiased only on "
+                         f"on-policy pairs, and a selected pair ({pairs}) is not one (sampled play on comal_cycle "
+                         "ends at duality gap 0.31 with tournament, 0.36 with best_worst; π*_τ's is 0.0245). "
+                         "Use pairs=all target=soft (the default), or the paper's selected pair with target=constant")
     algo.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
     return k
 

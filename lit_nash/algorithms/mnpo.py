@@ -5,7 +5,9 @@ l' = r·log μ + (1−r)·Σ_j λ_j·l_{t−j} + η·P·π_t with r = ητ; the 
 most recent iterates (the current one first). One history entry is INPO.
 
 Practical loss: INPO's pair loss with the history as anchor, h = Δℓ_θ − r·Δℓ_ref − (1−r)·Σ_j λ_j·Δℓ_{t−j},
-best-vs-worst pairs of k = 5 samples, per-token mean log-probs (the official trainer's choices).
+on every pair of k = 5 samples with soft labels (unbiased; see INPO), per-token mean log-probs. The
+official trainer's best-vs-worst pair with the constant target is ``pairs=best_worst target=constant``
+(biased with a probability-valued preference model: docs/algorithms/mnpo.md).
 """
 
 import torch
@@ -19,7 +21,7 @@ class MNPO(Algorithm):
     name = "mnpo"
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, history_weights=(0.5, 0.5), k: int = 5,
-                 pairs: str = "best_worst", target: str = "constant", logprob_reduction: str = "mean"):
+                 pairs: str = "all", target: str = "soft", logprob_reduction: str = "mean"):
         super().__init__(eta, tau)
         try:
             w = [float(x) for x in history_weights]
