@@ -35,12 +35,30 @@ LAST = "last.ckpt"
 PENDING = "lit_nash_pending_metrics"  # the saved step's metrics, not yet sent to the loggers when it was saved
 
 
+def config_containers(node: Any, path: str = "checkpoint") -> list[str]:
+    """Where a checkpoint holds OmegaConf containers (a DictConfig or ListConfig, e.g. a Hydra override's
+    list kept in a module's hyperparameters): ``torch.load(weights_only=True)``, with which eval and resume
+    read checkpoints, refuses them (``Unsupported global: GLOBAL omegaconf.dictconfig.DictConfig``)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(node):
+        return [f"{path} ({type(node).__name__})"]
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in config_containers(value, f"{path}[{key!r}]")]
+    if isinstance(node, (list, tuple)):
+        return [p for i, value in enumerate(node) for p in config_containers(value, f"{path}[{i}]")]
+    return []
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temporary file beside the target, fsync, then ``os.replace`` (atomic on POSIX and
     Windows): readers only ever see a complete old or a complete new checkpoint. Remote paths (``s3://``
     and other fsspec URLs) fall back to Lightning's own writer."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if found := config_containers(checkpoint):  # plain types only, or eval and resume cannot read it
+            raise TypeError(f"a checkpoint must hold plain Python values and tensors, but it holds OmegaConf "
+                            f"containers at {', '.join(found[:5])}: convert with OmegaConf.to_container")
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)

@@ -41,6 +41,18 @@ def _plain(config: Any) -> dict:
     return OmegaConf.to_container(config) if OmegaConf.is_config(config) else dict(config)
 
 
+def _lora_config(lora: Any, model: nn.Module) -> dict:
+    """peft ``LoraConfig`` keywords, plain Python, with ``fan_in_fan_out`` following the model unless given:
+    true when it has ``transformers``' ``Conv1D`` layers (GPT-2 stores them transposed), false for
+    ``nn.Linear`` models (Llama and most others). peft would flip a wrong value itself, with a warning per run."""
+    from transformers.pytorch_utils import Conv1D
+
+    config = _plain(lora)
+    if "fan_in_fan_out" not in config:
+        config["fan_in_fan_out"] = any(isinstance(m, Conv1D) for m in model.modules())
+    return config
+
+
 def _disable_dropout(model: nn.Module) -> None:
     """Sampling and training must score responses with one function: NLHF losses are on-policy ratios."""
     for m in model.modules():
@@ -115,7 +127,7 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
 
             with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_plain(lora)))
+                model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_lora_config(lora, model)))
         _disable_dropout(model)  # LoRA's dropout too
         self.model = model.train()  # from_pretrained leaves eval mode; without dropout the two modes agree
         self.codec = PromptCodec(self.tokenizer, prompts, use_chat_template, max_prompt_tokens, self.pad_id,

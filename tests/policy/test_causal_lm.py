@@ -249,3 +249,35 @@ def test_nan_weights_are_a_named_numerical_error_in_sampling_and_scoring(paths):
     R, L = policy.response_ids.shape
     with pytest.raises(NumericalError, match="non-finite log-probs of 'policy'"):
         policy.response_log_probs(PROMPTS, policy.response_ids.expand(len(PROMPTS), R, L))
+
+
+def default_lora() -> dict:
+    """policy=causal_lm_lora's own LoRA keywords, read from its YAML."""
+    import yaml
+
+    from tests.cli import REPO
+
+    return yaml.safe_load((REPO / "conf" / "policy" / "causal_lm_lora.yaml").read_text())["lora"]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_default_lora_adapts_every_linear_layer_of_gpt2_and_llama(paths, arch):
+    """Issue 15: the default used to name GPT-2's c_attn/c_proj, and on a Llama model peft raised
+    NoMatchingPeftModuleError. `all-linear` adapts every Linear/Conv1D layer but the LM head, and
+    fan_in_fan_out follows the model (Conv1D: true), so peft has nothing to correct (no warning)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*fan_in_fan_out.*")
+        policy = CausalLMPolicy(paths[arch], game=GAME, lora=default_lora(), max_new_tokens=4)
+    adapted = {n.rsplit(".", 1)[-1] for n, m in policy.model.named_modules() if hasattr(m, "lora_A")}
+    expected = {"gpt2": {"c_attn", "c_proj", "c_fc"},
+                "llama": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}[arch]
+    assert adapted == expected
+    assert all(not hasattr(m, "lora_A") for n, m in policy.model.named_modules() if n.endswith("lm_head"))
+    assert all("lora_" in n for n, p in policy.model.named_parameters() if p.requires_grad)
+    ids = policy.response_ids.expand(len(PROMPTS), *policy.response_ids.shape)
+    before = policy.response_log_probs(PROMPTS, ids).detach()
+    train(policy, steps=2, lr=1e-3)
+    assert all(p.abs().sum() > 0 for n, p in policy.model.named_parameters() if "lora_B" in n)  # B starts at 0
+    assert not torch.equal(policy.response_log_probs(PROMPTS, ids), before)  # the adapters train

@@ -1,0 +1,83 @@
+"""Issue 15, what a user hit with LoRA: a run whose LoRA settings were list-valued command-line overrides
+could not be evaluated nor resumed (``torch.load(weights_only=True)``: ``Unsupported global: GLOBAL
+omegaconf.dictconfig.DictConfig``), and ``policy=causal_lm_lora`` named GPT-2's modules, so a Llama model
+failed (peft's NoMatchingPeftModuleError). Also a short LoRA run on a real pretrained Llama-architecture
+model (SmolLM2-135M-Instruct, /work/shared/real_models/prepare.sh), skipped when it is not there."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_nash.checkpointing import AtomicCheckpointIO, config_containers
+from tests.cli import run_cli
+
+REAL_MODELS = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models"))
+SMOLLM2 = REAL_MODELS / "smollm2-135m-instruct"
+INSTRUCTIONS = Path("/work/shared/real_models/instructions.jsonl")
+QUIET = ["trainer.enable_progress_bar=false"]
+
+
+def only_checkpoint(root: Path) -> Path:
+    found = sorted(root.glob("outputs/*/*/checkpoints/last.ckpt"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_lora_run_with_list_overrides_loads_evaluates_and_resumes(tmp_path):
+    out = run_cli("fit", "task=token_game", "policy=causal_lm_lora", "policy.lora.target_modules=[c_attn]",
+                  "+policy.lora.layers_to_transform=[0,1]", "trainer.max_steps=2", *QUIET, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = only_checkpoint(tmp_path)
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)  # what eval and resume do
+    assert config_containers(checkpoint) == []
+    lora = checkpoint["lit_nash_config"]["policy"]["lora"]
+    assert type(lora["target_modules"]) is list and lora["layers_to_transform"] == [0, 1]
+    assert any("lora_A" in k for k in checkpoint["state_dict"])
+
+    evaluated = run_cli("eval", f"policies=[{ckpt}]", "samples=2", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    resumed = run_cli("fit", f"resume={ckpt}", "trainer.max_steps=4", *QUIET, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+def test_a_checkpoint_holding_omegaconf_containers_is_refused_before_it_is_written(tmp_path):
+    from omegaconf import OmegaConf
+
+    bad = {"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"lora": OmegaConf.create({"r": [1]})}}
+    with pytest.raises(TypeError, match=r"\['hyper_parameters'\]\['lora'\] \(DictConfig\)"):
+        AtomicCheckpointIO().save_checkpoint(bad, tmp_path / "last.ckpt")
+    assert not (tmp_path / "last.ckpt").exists()
+
+
+def test_default_lora_fits_a_llama_model(tmp_path):
+    """policy=causal_lm_lora's defaults on a Llama-architecture model: a token-game fit trains its adapters."""
+    from lit_nash.games.token import token_game
+    from lit_nash.models import tiny_causal_lm
+
+    model = tiny_causal_lm(tmp_path / "llama", token_game().vocabulary(), arch="llama")
+    out = run_cli("fit", "task=token_game", "policy=causal_lm_lora", f"policy.model_path={model}",
+                  "trainer.max_steps=2", *QUIET, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = torch.load(only_checkpoint(tmp_path), map_location="cpu", weights_only=True)["state_dict"]
+    assert any("q_proj.lora_A" in k for k in state) and any("down_proj.lora_A" in k for k in state)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: build it with "
+                    "bash /work/shared/real_models/prepare.sh /work/real_models (or set LIT_NASH_REAL_MODELS)")
+def test_lora_fit_on_smollm2_with_itself_as_judge(tmp_path):
+    """Real text on a real instruct model, offline: task=text, the default LoRA, and SmolLM2 as its own
+    (weak) LLM judge (preference=judge), since no pairwise classifier for its text ships with the models.
+    task=text gives LoRA its pretrained-model learning rate (conf/task_policy/text_causal_lm_lora.yaml)."""
+    out = run_cli("fit", "task=text", "algo=egpo", "policy=causal_lm_lora", f"policy.model_path={SMOLLM2}",
+                  f"data.path={INSTRUCTIONS}", "preference=judge", f"preference.path={SMOLLM2}",
+                  "policy.max_new_tokens=4", "rollout.prompts_per_step=2", "trainer.max_steps=2", *QUIET,
+                  cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    checkpoint = torch.load(only_checkpoint(tmp_path), map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert checkpoint["lit_nash_config"]["policy"]["optimizer"]["lr"] == 5.0e-5
+    assert any("q_proj.lora_A" in k for k in checkpoint["state_dict"])
