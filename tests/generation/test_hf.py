@@ -13,6 +13,8 @@ from lit_nash.models import tiny_causal_lm
 from lit_nash.policy import TabularPolicy
 from lit_nash.policy.causal_lm import CausalLMPolicy
 
+from ..policy.test_causal_lm import train  # make_hf_reference.py's training: AdamW on the valid responses
+
 REFERENCE = Path(__file__).with_name("hf_reference.pt")
 GAME = token_game()
 PROMPTS = torch.arange(GAME.num_prompts)
@@ -41,17 +43,6 @@ def paths(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference():
     return torch.load(REFERENCE, weights_only=True)
-
-
-def train(policy, steps, lr=0.05):
-    """make_hf_reference.py's training: AdamW steps raising the log-probs of all valid responses."""
-    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr)
-    R, L = policy.response_ids.shape
-    for _ in range(steps):
-        loss = -policy.response_log_probs(PROMPTS, policy.response_ids.expand(len(PROMPTS), R, L)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
 
 def test_the_reference_holds_every_case(reference):
