@@ -178,3 +178,48 @@ def build_trainer(cfg: DictConfig, **kwargs):
 def build_callbacks(node) -> list:
     """The user's own Lightning callbacks (``callbacks.<name>._target_=...``)."""
     return [instantiate(c) for c in (node or {}).values()]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """What Hydra and Lightning would accept and then run wrongly, refused at start-up with one line: a
+    top-level key fit does not know (``+algos=egpo`` trains the default algorithm), a step count that never
+    ends or is not whole, a zero logging period, a seed numpy refuses (``fit`` and ``bench``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lit_nash.validate import integer
+
+    command = cfg.get("command") or "fit"
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "fit"
+    known = known_keys(name or "fit")
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        if override.startswith("+") and "." not in key and "/" not in key and key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}={value}?" if close else ""
+            raise SystemExit(f"lit_nash {command}: unknown top-level key {key!r} (from {override!r}); {command}'s keys "
+                             f"and groups are {', '.join(sorted(known - {'hydra'}))}{hint}")
+    try:
+        integer("trainer.max_steps", cfg.trainer.get("max_steps"), 1, "optimizer steps; -1 would train forever")
+        integer("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50), 1, "steps between logged metrics")
+        integer("seed", cfg.get("seed"), 0, "numpy's range", maximum=2**32 - 1)
+    except ValueError as e:
+        raise SystemExit(f"lit_nash {command}: {e}") from None
+
+
+def known_keys(name: str) -> set[str]:
+    """The top-level keys of the primary config ``conf/<name>.yaml``: its own keys, its groups (``algo``,
+    ``task``, ...) and those of the primary configs it extends (bench extends fit)."""
+    from importlib.resources import files
+
+    with files("lit_nash.conf").joinpath(f"{name}.yaml").open() as f:
+        node = OmegaConf.load(f)
+    keys = {str(k) for k in node if k != "defaults"}
+    for entry in node.get("defaults", []):
+        if isinstance(entry, str):
+            keys |= known_keys(entry) if entry != "_self_" else set()
+        else:
+            keys |= {str(k).removeprefix("override ").strip().lstrip("/") for k in entry}
+    return keys
