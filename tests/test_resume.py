@@ -19,9 +19,9 @@ from lit_nash.rng import RNGCheckpoint
 SETTINGS = {"mpo": {"magnet_every": 3}, "comal": {"reset_every": 3}, "mnpo": {"history_weights": [0.5, 0.3, 0.2]}}
 
 
-def build(name, steps, tmp_path, epochs_per_round=1):
+def build(name, steps, tmp_path, epochs_per_round=1, settings=None):
     game = egpo_random(num_actions=5, num_games=4, seed=0)
-    algo = ALGORITHMS[name](**SETTINGS.get(name, {}))
+    algo = ALGORITHMS[name](**(SETTINGS.get(name, {}) if settings is None else settings))
     data = RolloutDataModule(game.num_prompts, prompts_per_step=3, epochs_per_round=epochs_per_round)
     run = assemble(TabularPolicy(game.num_prompts, game.num_actions, reference="gaussian"), algo, GameOracle(game),
                    data, optimizer=partial(torch.optim.Adam, lr=0.05))
@@ -31,27 +31,32 @@ def build(name, steps, tmp_path, epochs_per_round=1):
     return run.policy, trainer, run.data
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_resumed_run_equals_uninterrupted_run(name, tmp_path):
+CASES = [(name, None) for name in sorted(ALGORITHMS)] + [("nash_mp", {"center_rate": 0.5, "inner_steps": 2})]
+
+
+@pytest.mark.parametrize("name,settings", CASES, ids=[n if s is None else f"{n}-ema" for n, s in CASES])
+def test_resumed_run_equals_uninterrupted_run(name, settings, tmp_path):
     """N is chosen mid-schedule: MPO/COMAL reset every 3 steps and N = 7 (EGPO and Nash-MP take two
-    optimizer steps per iteration, so their N counts optimizer steps: 14)."""
+    optimizer steps per iteration, so their N counts optimizer steps: 14). Nash-MP with a moving prox
+    center and 2 inner steps takes 4 steps per iteration (the first run rounds 14 up to 16); its EMA
+    center and its iterate snapshot come back from the checkpoint."""
     per_iteration = 2 if name in ("egpo", "nash_mp") else 1
     N = 7 * per_iteration
     L.seed_everything(0, verbose=False)
-    policy, trainer, data = build(name, 2 * N, tmp_path / "full")
+    policy, trainer, data = build(name, 2 * N, tmp_path / "full", settings=settings)
     trainer.fit(policy, datamodule=data)
     full = {k: v.clone() for k, v in policy.state_dict().items()}, dict(trainer.callback_metrics)
 
     L.seed_everything(0, verbose=False)
-    policy, trainer, data = build(name, N, tmp_path / "first")
+    policy, trainer, data = build(name, N, tmp_path / "first", settings=settings)
     trainer.fit(policy, datamodule=data)
     ckpt = tmp_path / "half.ckpt"
     trainer.save_checkpoint(ckpt)
     L.seed_everything(123, verbose=False)  # the checkpoint's RNG state must win over whatever is current
-    policy, trainer, data = build(name, 2 * N, tmp_path / "second")
+    policy, trainer, data = build(name, 2 * N, tmp_path / "second", settings=settings)
     trainer.fit(policy, datamodule=data, ckpt_path=ckpt)
 
-    assert policy.algorithm.step == 2 * N // per_iteration
+    assert policy.algorithm.step == 2 * N // policy.algorithm.steps_per_iteration(True)
     state, metrics = policy.state_dict(), trainer.callback_metrics
     assert state.keys() == full[0].keys()
     for key, value in full[0].items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from lit_nash.policy.snapshots import Snapshots
@@ -68,6 +69,15 @@ class SnapshotMixin:
     def push_snapshot(self, name: str, maxlen: int) -> None:
         """Prepend the current policy to history ring ``name`` (``name/0`` newest), keeping ``maxlen``."""
         self.snapshots.push(name, self.trainable_state(), maxlen)
+        self.snapshot_changed(name)
+
+    @torch.no_grad()
+    def blend_snapshot(self, name: str, rate: float) -> None:
+        """Snapshot ``name`` ← (1 − rate)·snapshot + rate·current, in parameter space: an exponential moving
+        average of the iterates (Nash-MP's moving prox center); ``rate`` 1 is ``refresh_snapshot``."""
+        old = self.snapshots[name]
+        self.snapshots.take(name, {k: torch.lerp(old[k], v.to(old[k].dtype), rate)
+                                   for k, v in self.trainable_state().items()})
         self.snapshot_changed(name)
 
     def restore_snapshot(self, name: str) -> None:

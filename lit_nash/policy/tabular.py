@@ -61,6 +61,13 @@ class TabularPolicy(SnapshotMixin, nn.Module):
         return {"log_probs": self.log_probs()}
 
     @torch.no_grad()
+    def blend_snapshot(self, name: str, rate: float) -> None:
+        """The parameter-space EMA, renormalized: on log-probs it is the geometric mixture snapshot^(1−rate)·π^rate."""
+        super().blend_snapshot(name, rate)
+        log_probs = self.snapshots[name]["log_probs"]
+        log_probs.copy_(D.normalize(log_probs))
+
+    @torch.no_grad()
     def load_trainable_state(self, tensors: dict[str, Tensor]) -> None:
         self.logits.copy_(tensors["log_probs"])
 

@@ -62,6 +62,7 @@ REGULARIZED = {
     "nash_md": (lambda: NashMD(eta=1.0, k=64), 3000, 0.1),
     "mmd": (lambda: MMD(k=64), 3000, 0.1),
     "nash_mp": (lambda: NashMP(k=64), 1500, 0.1),
+    "nash_mp-ema": (lambda: NashMP(k=64, center_rate=0.5), 1500, 0.1),  # the moving prox center
 }
 
 

@@ -181,6 +181,27 @@ def test_snapshots_freeze_the_policy_and_lora_shares_base_weights(paths, lora):
 
 
 @pytest.mark.parametrize("lora", [True, False])
+def test_blend_is_an_ema_of_the_trained_tensors(paths, lora):
+    """Nash-MP's moving prox center: blend_snapshot lerps each trained tensor (the LoRA adapter's, or every
+    weight in full fine-tuning) and leaves the base weights alone; rate 1 is a refresh."""
+    policy = make(paths, lora=lora)
+    policy.refresh_snapshot("anchor")
+    before = {k: v.clone() for k, v in policy.snapshots["anchor"].items()}
+    train(policy, steps=2)
+    numel, now = base_numel(policy), policy.trainable_state()
+    policy.blend_snapshot("anchor", 0.25)
+    after = policy.snapshots["anchor"]
+    assert after.keys() == before.keys() == now.keys()
+    for key in before:
+        torch.testing.assert_close(after[key], 0.75 * before[key] + 0.25 * now[key], atol=1e-7, rtol=1e-6)
+    assert any(not torch.equal(after[key], now[key]) for key in after)
+    if lora:
+        assert base_numel(policy) == numel
+    policy.blend_snapshot("anchor", 1.0)
+    torch.testing.assert_close(policy.log_probs("anchor"), policy.log_probs(), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lora", [True, False])
 def test_snapshots_survive_state_dict_round_trip(paths, lora):
     policy = make(paths, lora=lora)
     train(policy, steps=2)
