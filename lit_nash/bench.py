@@ -77,9 +77,10 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "peak_memory_mb": peak_memory_mb(policy.device),
         "memory": "cuda_max_allocated" if policy.device.type == "cuda" else "max_rss",
         "threads": torch.get_num_threads(),
+        "bf16": bf16_capability(policy.device),
         "config": {"prompts_per_step": cfg.rollout.prompts_per_step, "max_new_tokens": cfg.policy.max_new_tokens,
-                   "k": cfg.algo.get("k"), "dtype": cfg.policy.dtype, "lr": cfg.policy.optimizer.lr,
-                   "lora": cfg.policy.lora is not None},
+                   "k": cfg.algo.get("k"), "dtype": cfg.policy.dtype, "precision": str(trainer.precision),
+                   "lr": cfg.policy.optimizer.lr, "lora": cfg.policy.lora is not None},
         "versions": versions(),
     }
     if spec.dynamics:
@@ -190,6 +191,25 @@ def peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # the CPU features that make bf16 matmuls fast (ENVIRONMENT.md §7)
+
+
+def bf16_capability(device) -> dict[str, Any]:
+    """What the bench ran on for bf16: the CPU's bf16 flags (Linux ``/proc/cpuinfo``) or the GPU's support,
+    since the same ``trainer.precision=bf16-mixed`` is several times faster on some CPUs and slower on others."""
+    import torch
+
+    if device.type == "cuda":
+        return {"device": torch.cuda.get_device_name(device), "supported": torch.cuda.is_bf16_supported()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    present = [flag for flag in BF16_CPU_FLAGS if flag in flags]
+    return {"device": "cpu", "cpu_flags": present, "fast": bool(present)}
 
 
 def versions() -> dict[str, str]:

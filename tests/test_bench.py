@@ -2,6 +2,8 @@
 every field (no timing assertions: figures are measured with the command, docs/performance.md)."""
 
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -13,9 +15,9 @@ TINY = ["bench.spec.n_layer=1", "bench.spec.n_embd=32", "bench.spec.n_head=2", "
         "bench.dynamics.games=20", "bench.dynamics.steps=10", "bench.dynamics.algos=[mpo,egpo]"]
 
 
-@pytest.mark.parametrize("algo", ["online_ipo", "nash_md"])
-def test_bench_prints_one_json_line_with_every_field(tmp_path, algo):
-    done = run_cli("bench", f"algo={algo}", *TINY, cwd=tmp_path)
+@pytest.mark.parametrize("algo,precision", [("online_ipo", "32-true"), ("nash_md", "32-true"), ("online_ipo", "bf16-mixed")])
+def test_bench_prints_one_json_line_with_every_field(tmp_path, algo, precision):
+    done = run_cli("bench", f"algo={algo}", f"trainer.precision={precision}", *TINY, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["algo"] == algo and result["steps"] == 4 and result["measured_steps"] == 3
@@ -26,7 +28,14 @@ def test_bench_prints_one_json_line_with_every_field(tmp_path, algo):
     assert result["prompts_per_s"] > 0 and result["generated_tokens_per_s"] > 0 and result["peak_memory_mb"] > 0
     assert result["versions"]["torch"].startswith("2.") and result["memory"] == "max_rss"
     assert result["config"] == {"prompts_per_step": 2, "max_new_tokens": 4, "k": result["config"]["k"],
-                                "dtype": "float32", "lr": 1e-05, "lora": False}
+                                "dtype": "float32", "precision": precision, "lr": 1e-05, "lora": False}
+    # the CPU's bf16 features, as lscpu (a second reader of the same kernel report) names them
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
+    flags = next((line.split(":", 1)[1].split() for line in lscpu.splitlines() if line.startswith("Flags")), None)
+    assert result["bf16"]["device"] == "cpu"
+    if flags is not None:
+        assert result["bf16"]["cpu_flags"] == [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+        assert result["bf16"]["fast"] == bool(result["bf16"]["cpu_flags"])
     dyn = result["dynamics"]
     assert (dyn["games"], dyn["actions"], dyn["steps"]) == (20, 10, 10) and set(dyn["seconds"]) == {"mpo", "egpo"}
 
