@@ -56,12 +56,20 @@ def _with_override(args: list[str], override: str) -> list[str]:
     return [*args[:at], override, *args[at:]]
 
 
+SWEEP_FOLDER_ENV = "LIT_NASH_SWEEP_FOLDER"
+
+
+def _new_folder_name() -> str:
+    return f"{datetime.now():%H-%M-%S-%f}-{os.getpid()}"
+
+
 @functools.cache
 def run_folder_name() -> str:
-    """``${lit_nash_run:}``, the last part of a run folder: the time to the microsecond and the process id
-    (``12-06-07-123456-4242``), so two runs started in the same second in one folder never share a run folder.
-    One value per process: every config of the process names the same folder."""
-    return f"{datetime.now():%H-%M-%S-%f}-{os.getpid()}"
+    """``${lit_nash_run:}``, the last part of a run or sweep folder: the time to the microsecond and the process
+    id (``12-06-07-123456-4242``), so two runs started in the same second in one folder never share a folder.
+    One value per process, and under ``-m`` one per sweep: a parallel launcher's worker processes (joblib,
+    submitit) resolve the sweep folder again, and read the launching process's value from the environment."""
+    return os.environ.get(SWEEP_FOLDER_ENV) or _new_folder_name()
 
 
 def register_resolvers() -> None:
@@ -111,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         _print_commands(sys.stderr)
         raise SystemExit(2)
     sys.argv = [sys.argv[0], *args]
+    if "-m" in args or "--multirun" in args:  # this process launches a sweep: its workers name the same folder
+        os.environ[SWEEP_FOLDER_ENV] = _new_folder_name()
     register_resolvers()
     run = importlib.import_module(COMMANDS[command][0]).main
     _help(run) if "--help" in args or "-h" in args else run()

@@ -4,7 +4,9 @@
   one at a time, and each owns its run folder and its ``last.ckpt`` (its MLflow tag names its own file);
 * a run refuses a checkpoint folder whose ``last.ckpt`` is another run's, and resuming that run is allowed;
 * the temporary files a killed writer left are removed at the next start, a live writer's are kept;
-* SIGTERM during ``eval`` marks its MLflow run KILLED, an exception marks it FAILED.
+* SIGTERM during ``eval`` marks its MLflow run KILLED, an exception marks it FAILED;
+* two ``fit -m`` started at once own their sweep folders, and a parallel joblib sweep (2 worker processes)
+  gives every job its own folder, checkpoint and MLflow run in one shared store.
 
 The bad inputs (an unreachable tracking server, step counts, seeds, unknown keys) are in test_bad_inputs.py.
 """
@@ -54,6 +56,48 @@ def test_two_fits_started_at_once_in_a_fresh_folder_own_their_folders_and_share_
     for run in found:  # each checkpoint is its run's: the tag's file carries the run's own id
         saved = torch.load(run.data.tags["checkpoint"], weights_only=True)
         assert saved[RUN_KEY]["run_id"] == run.info.run_id and saved["global_step"] == 3
+
+
+def popen_multirun(cwd, *overrides) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lit_nash", "fit", "-m", *QUICK, *overrides], cwd=cwd,
+                            env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def check_jobs_own_their_runs(tmp_path, sweeps: int, jobs: int):
+    """Each sweep its own folder, each job its own subfolder, checkpoint and FINISHED MLflow run, one store."""
+    folders = sorted(tmp_path.glob("multirun/*/*"))
+    assert len(folders) == sweeps, folders
+    checkpoints = sorted(tmp_path.glob("multirun/*/*/[0-9]*/checkpoints/last.ckpt"))
+    assert len(checkpoints) == sweeps * jobs, checkpoints
+    _, found = runs(tmp_path)
+    assert len(found) == sweeps * jobs and {r.info.status for r in found} == {"FINISHED"}
+    assert sorted(r.data.tags["checkpoint"] for r in found) == [str(p) for p in checkpoints]
+    for run in found:
+        saved = torch.load(run.data.tags["checkpoint"], weights_only=True)
+        assert saved[RUN_KEY]["run_id"] == run.info.run_id
+
+
+def test_two_multiruns_started_at_once_own_their_sweep_folders(tmp_path):
+    """Hydra's default sweep folder has one-second resolution: two ``fit -m`` started together would share
+    job 0's folder. lit_nash's is the time to the microsecond and the launching process's id."""
+    procs = [popen_multirun(tmp_path, "seed=0,1", f"algo={algo}") for algo in ("mpo", "mmd")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    check_jobs_own_their_runs(tmp_path, sweeps=2, jobs=2)
+
+
+def test_a_parallel_joblib_sweep_runs_each_job_in_its_own_folder_checkpoint_and_mlflow_run(tmp_path):
+    """``hydra/launcher=joblib`` with 2 workers: the jobs run at the same time in two worker processes, which
+    resolve the sweep folder again (they read the launcher's value from the environment), create the store
+    together and each write their own checkpoint and MLflow run."""
+    p = popen_multirun(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2,3")
+    out, err = p.communicate(timeout=400)
+    assert p.returncode == 0, err[-3000:]
+    check_jobs_own_their_runs(tmp_path, sweeps=1, jobs=4)
+    _, found = runs(tmp_path)
+    assert sorted(r.data.tags["seed"] for r in found) == ["0", "1", "2", "3"]
+    assert len({r.data.tags["sweep"] for r in found}) == 1
 
 
 def test_a_run_keeps_out_of_another_runs_checkpoint_folder_and_clears_dead_writers_temporaries(tmp_path):
