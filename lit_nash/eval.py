@@ -48,13 +48,13 @@ class Player:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run every match, print the tables, write the files, log the MLflow run; returns the numbers."""
+    from lit_nash.tracking import check_store, marks_run
+
+    check_store(str(cfg.tracking_uri), "tracking_uri", "eval")  # before torch loads
     import torch
 
     from lit_nash.build import build_generator, build_preference
     from lit_nash.rollout import Rollouts, reads_text
-    from lit_nash.tracking import marks_run, reachable
-
-    reachable(str(cfg.tracking_uri), "tracking_uri", "eval")
     source = None if cfg.policies else str(cfg.experiment)  # compare draws the latest evaluation of its experiment
     specs = [str(s) for s in cfg.policies] or runs_of(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter)
     players = [load_player(spec, str(cfg.tracking_uri)) for spec in specs]

@@ -29,8 +29,10 @@ def fit(cfg: DictConfig) -> float | None:
     """Train one run; returns the final duality gap on a game, else the last training loss (the objective
     a Hydra sweeper minimizes)."""
     from lit_nash.build import check_config
+    from lit_nash.tracking import check_store
 
     check_config(cfg)
+    check_store(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "fit")  # before resume= reads the store
     import lightning as L  # imported here so that --help and config errors answer without loading torch
 
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -40,14 +42,13 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal, check_owner
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
-    from lit_nash.tracking import flat_params, log_run_files, prepare_store, reachable, summary_line
+    from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
 
     if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # file; their own console handlers
             logging.getLogger(name).handlers.clear()  # would print each INFO line on the terminal a second time
             logging.getLogger(name).propagate = True
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    reachable(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "fit")  # before resume= reads the store
     resume_from, run = None, {}
     if cfg.get("resume"):
         cfg, resume_from, run = _resume(cfg)
