@@ -84,7 +84,7 @@ def fit(cfg: DictConfig) -> float | None:
     parts.rollouts.profiler = trainer.profiler
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # FSDP's sharded checkpoints keep their own
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-    if resume_from is None:
+    if not run.get("run_id"):  # a new MLflow run (a resumed one too, when its store moved or was deleted)
         logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
     elif trainer.is_global_zero and getattr(logger, "run_id", None):
         logger.experiment.update_run(logger.run_id, status="RUNNING")
@@ -133,6 +133,7 @@ def _resume(cfg: DictConfig):
     """The run a ``resume=`` names: its checkpoint, its own config (what the command may change applied) and
     its MLflow run."""
     from lit_nash.checkpointing import find_checkpoint, read_run, resumed_config
+    from lit_nash.tracking import run_exists
 
     path = find_checkpoint(cfg.resume, cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"))
     stored, run = read_run(path)
@@ -140,6 +141,11 @@ def _resume(cfg: DictConfig):
     config = resumed_config(cfg, stored, overrides)
     if run.get("tracking_uri") and run["tracking_uri"] != config.logger.get("tracking_uri"):
         run = {k: v for k, v in run.items() if k == "uuid"}  # the store moved: log into a new run of the configured store
+    elif run.get("run_id") and not run_exists(config.logger.get("tracking_uri"), run["run_id"]):
+        print(f"lit_nash fit: MLflow run {run['run_id']} is not in {config.logger.get('tracking_uri')} (the store was "
+              f"deleted or replaced); the checkpoint is intact: the run continues, logging into a new MLflow run",
+              file=sys.stderr)
+        run = {k: v for k, v in run.items() if k == "uuid"}
     print(f"lit_nash fit: resuming from {path}" + (f" (MLflow run {run['run_id']})" if run.get("run_id") else ""),
           file=sys.stderr)
     return config, str(path), run

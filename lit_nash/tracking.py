@@ -224,6 +224,14 @@ def client(tracking_uri: str | None, missing: str | None = None):
     return MlflowClient(tracking_uri)
 
 
+def run_exists(tracking_uri: str | None, run_id: str) -> bool:
+    """Whether the store holds this run; a ``sqlite:///`` store whose file is gone holds none (and is not
+    created by asking)."""
+    if tracking_uri and str(tracking_uri).startswith("sqlite:///") and not Path(str(tracking_uri)[len("sqlite:///"):]).is_file():
+        return False
+    return get_run(client(tracking_uri), run_id) is not None
+
+
 def get_run(client, run_id: str):
     """The MLflow run with this id, or None if the store has none (MLflow raises its own exception)."""
     from mlflow.exceptions import MlflowException
