@@ -76,8 +76,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+        except OSError as e:  # a full disk, a quota, a read-only or vanished folder: say which file, what is kept
+            raise CheckpointWriteError(path, e) from e
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint write failed (the temporary file is removed): the message names the file, the error, the
+    checkpoint that is kept and the fix. ``fit`` prints it as one line."""
+
+    def __init__(self, path: Path, error: OSError):
+        import errno
+
+        super().__init__(error.errno, error.strerror)
+        reason = error.strerror or str(error)
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        fix = f"free space on that disk (df -h {str(path.parent)!r})" if full else f"make {str(path.parent)!r} writable"
+        if path.is_file():
+            kept, fix = f"the previous one there is intact (step {_step(path)})", f"{fix}, then continue with resume={path}"
+        else:
+            kept = "no earlier checkpoint was there"
+        self.message = f"could not write the checkpoint {str(path)!r} ({reason}); {kept}. The run stopped: {fix}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _step(path: Path) -> Any:
+    """The optimizer step a checkpoint file holds ('?' if it cannot be read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", "?")
+    except Exception:
+        return "?"
 
 
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")  # AtomicCheckpointIO's temporary file

@@ -39,7 +39,8 @@ def fit(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from lit_nash.build import build_callbacks, build_logger, build_run, build_trainer
-    from lit_nash.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal, check_owner
+    from lit_nash.checkpointing import (LAST, AtomicCheckpointIO, CheckpointWriteError, LastCheckpoint, RunRecord,
+                                        StopOnSignal, check_owner)
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
     from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
@@ -97,7 +98,10 @@ def fit(cfg: DictConfig) -> float | None:
         # third-party deprecations inside Lightning and transformers, nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
-        trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
+        try:
+            trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
+        except CheckpointWriteError as e:  # Lightning marked the MLflow run FAILED; the previous checkpoint stays
+            raise SystemExit(f"lit_nash fit: {e}") from None
     final = parts.metrics.final(parts.policy) if parts.metrics is not None else {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
     }
