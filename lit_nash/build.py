@@ -183,9 +183,11 @@ def build_callbacks(node) -> list:
 def check_config(cfg: DictConfig) -> None:
     """What Hydra and Lightning would accept and then run wrongly, refused at start-up with one line: a
     top-level key fit does not know (``+algos=egpo`` trains the default algorithm), a step count that never
-    ends or is not whole, a zero logging period, a seed numpy refuses (``fit`` and ``bench``)."""
+    ends or is not whole, a zero logging period, a seed numpy refuses, a prompt file that cannot be read or is
+    not UTF-8 (``fit`` and ``bench``)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from lit_nash.tables import check_local_file
     from lit_nash.validate import integer
 
     command = cfg.get("command") or "fit"
@@ -205,7 +207,9 @@ def check_config(cfg: DictConfig) -> None:
         integer("trainer.max_steps", cfg.trainer.get("max_steps"), 1, "optimizer steps; -1 would train forever")
         integer("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50), 1, "steps between logged metrics")
         integer("seed", cfg.get("seed"), 0, "numpy's range", maximum=2**32 - 1)
-    except ValueError as e:
+        if OmegaConf.select(cfg, "data.path", default=None):  # a prompt file nobody can read, or not UTF-8
+            check_local_file(str(cfg.data.path), "data.path")
+    except (ValueError, PermissionError) as e:
         raise SystemExit(f"lit_nash {command}: {e}") from None
 
 

@@ -76,8 +76,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+        except OSError as e:  # a full disk, a quota, a read-only or vanished folder: say which file, what is kept
+            raise CheckpointWriteError(path, e) from e
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint write failed (the temporary file is removed): the message names the file, the error, the
+    checkpoint that is kept and the fix. ``fit`` prints it as one line."""
+
+    def __init__(self, path: Path, error: OSError):
+        import errno
+
+        super().__init__(error.errno, error.strerror)
+        reason = error.strerror or str(error)
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        fix = f"free space on that disk (df -h {str(path.parent)!r})" if full else f"make {str(path.parent)!r} writable"
+        if path.is_file():
+            kept, fix = f"the previous one there is intact (step {_step(path)})", f"{fix}, then continue with resume={path}"
+        else:
+            kept = "no earlier checkpoint was there"
+        self.message = f"could not write the checkpoint {str(path)!r} ({reason}); {kept}. The run stopped: {fix}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _step(path: Path) -> Any:
+    """The optimizer step a checkpoint file holds ('?' if it cannot be read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", "?")
+    except Exception:
+        return "?"
 
 
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")  # AtomicCheckpointIO's temporary file
@@ -240,14 +271,38 @@ def find_checkpoint(resume: str, tracking_uri: str | None, experiment: str | Non
     )
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # torch's weights-only unpickler names the global it refused
+
+
+def load_checkpoint(path: Path, command: str, mmap: bool = False) -> dict[str, Any]:
+    """A lit_nash checkpoint, read with ``torch.load(weights_only=True)`` (tensors and plain values only). A file
+    that is not one exits with one line that names it: one that holds code or objects (a pickle global, which
+    is never loaded), one that is no checkpoint at all (truncated, another format), and one without lit_nash's
+    run config (another program's checkpoint)."""
+    import pickle
+
+    fix = "give a checkpoint written by `python -m lit_nash fit` (<run folder>/checkpoints/last.ckpt)"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        found = _GLOBAL.search(str(e))
+        what = f"the global {found[1]}" if found else "objects other than tensors and plain values"
+        raise SystemExit(f"lit_nash {command}: refusing {str(path)!r}: it holds code ({what}), which lit_nash never "
+                         f"loads; it is not a lit_nash checkpoint: {fix}") from None
+    except Exception as e:  # a truncated file, a text file, another serialization format
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""  # torch's first sentence
+        raise SystemExit(f"lit_nash {command}: {str(path)!r} is not a readable checkpoint (truncated, or not a torch "
+                         f"checkpoint: {type(e).__name__}{': ' + first if first else ''}); {fix}") from None
+    if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
+        raise SystemExit(f"lit_nash {command}: {str(path)!r} holds no run config: it was not written by "
+                         "`python -m lit_nash fit`, so it is not a lit_nash checkpoint; give a fit run's "
+                         "<run folder>/checkpoints/last.ckpt")
+    return checkpoint
+
+
 def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The resolved config and the MLflow run record a lit_nash checkpoint carries."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise ValueError(f"resume: cannot read the checkpoint {str(path)!r} ({type(e).__name__}: {e})") from e
-    if CONFIG_KEY not in checkpoint:
-        raise ValueError(f"resume: {str(path)!r} has no run config ({CONFIG_KEY}); it was not written by lit_nash fit")
+    checkpoint = load_checkpoint(path, "fit resume", mmap=True)
     return checkpoint[CONFIG_KEY], checkpoint.get(RUN_KEY) or {}
 
 

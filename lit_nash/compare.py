@@ -88,6 +88,9 @@ def _natural(value: str | None):
 
 def compare(cfg: DictConfig) -> dict[str, Path]:
     """Write the table and the plots; returns what was written, by name."""
+    from lit_nash.tracking import check_store
+
+    check_store(str(cfg.tracking_uri), "tracking_uri", "compare")  # another application's database stays untouched
     keys = group_keys(cfg.group_by)
     groups = load_runs(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter, keys, list(cfg.metrics))
     logged = {m for runs in groups.values() for run in runs for m in run["history"]}

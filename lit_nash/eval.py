@@ -48,13 +48,13 @@ class Player:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run every match, print the tables, write the files, log the MLflow run; returns the numbers."""
+    from lit_nash.tracking import check_store, marks_run
+
+    check_store(str(cfg.tracking_uri), "tracking_uri", "eval")  # before torch loads
     import torch
 
     from lit_nash.build import build_generator, build_preference
     from lit_nash.rollout import Rollouts, reads_text
-    from lit_nash.tracking import marks_run, reachable
-
-    reachable(str(cfg.tracking_uri), "tracking_uri", "eval")
     source = None if cfg.policies else str(cfg.experiment)  # compare draws the latest evaluation of its experiment
     specs = [str(s) for s in cfg.policies] or runs_of(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter)
     players = [load_player(spec, str(cfg.tracking_uri)) for spec in specs]
@@ -140,10 +140,9 @@ def runs_of(tracking_uri: str, experiment: str, filter_string: str | None) -> li
 
 def load_player(spec: str, tracking_uri: str) -> Player:
     """A policy from a checkpoint path or an MLflow run id, rebuilt from the config its checkpoint carries."""
-    import torch
-
     from lit_nash.algorithms import registry
     from lit_nash.build import build_data, build_game, build_network
+    from lit_nash.checkpointing import load_checkpoint
     from lit_nash.tracking import CONFIG_KEY
 
     path, name = Path(spec), None
@@ -162,9 +161,7 @@ def load_player(spec: str, tracking_uri: str) -> Player:
     if path.is_dir():
         raise SystemExit(f"lit_nash eval: {str(path)!r} is a distributed (sharded) checkpoint folder; consolidate it into "
                          "one file first: python -m lightning.pytorch.utilities.consolidate_checkpoint <folder>")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if CONFIG_KEY not in checkpoint:
-        raise SystemExit(f"lit_nash eval: {str(path)!r} holds no run config: it was not written by `python -m lit_nash fit`")
+    checkpoint = load_checkpoint(path, "eval")  # tensors and plain values only; anything else is refused
     cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     game = build_game(cfg)
     policy = build_network(cfg, game, build_data(cfg, game))

@@ -29,25 +29,27 @@ def fit(cfg: DictConfig) -> float | None:
     """Train one run; returns the final duality gap on a game, else the last training loss (the objective
     a Hydra sweeper minimizes)."""
     from lit_nash.build import check_config
+    from lit_nash.tracking import check_store
 
     check_config(cfg)
+    check_store(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "fit")  # before resume= reads the store
     import lightning as L  # imported here so that --help and config errors answer without loading torch
 
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from lit_nash.build import build_callbacks, build_logger, build_run, build_trainer
-    from lit_nash.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal, check_owner
+    from lit_nash.checkpointing import (LAST, AtomicCheckpointIO, CheckpointWriteError, LastCheckpoint, RunRecord,
+                                        StopOnSignal, check_owner)
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
-    from lit_nash.tracking import flat_params, log_run_files, prepare_store, reachable, summary_line
+    from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
 
     if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # file; their own console handlers
             logging.getLogger(name).handlers.clear()  # would print each INFO line on the terminal a second time
             logging.getLogger(name).propagate = True
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    reachable(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "fit")  # before resume= reads the store
     resume_from, run = None, {}
     if cfg.get("resume"):
         cfg, resume_from, run = _resume(cfg)
@@ -83,7 +85,7 @@ def fit(cfg: DictConfig) -> float | None:
     parts.rollouts.profiler = trainer.profiler
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # FSDP's sharded checkpoints keep their own
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-    if resume_from is None:
+    if not run.get("run_id"):  # a new MLflow run (a resumed one too, when its store moved or was deleted)
         logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
     elif trainer.is_global_zero and getattr(logger, "run_id", None):
         logger.experiment.update_run(logger.run_id, status="RUNNING")
@@ -96,7 +98,10 @@ def fit(cfg: DictConfig) -> float | None:
         # third-party deprecations inside Lightning and transformers, nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
-        trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
+        try:
+            trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
+        except CheckpointWriteError as e:  # Lightning marked the MLflow run FAILED; the previous checkpoint stays
+            raise SystemExit(f"lit_nash fit: {e}") from None
     final = parts.metrics.final(parts.policy) if parts.metrics is not None else {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
     }
@@ -132,6 +137,7 @@ def _resume(cfg: DictConfig):
     """The run a ``resume=`` names: its checkpoint, its own config (what the command may change applied) and
     its MLflow run."""
     from lit_nash.checkpointing import find_checkpoint, read_run, resumed_config
+    from lit_nash.tracking import run_exists
 
     path = find_checkpoint(cfg.resume, cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"))
     stored, run = read_run(path)
@@ -139,6 +145,11 @@ def _resume(cfg: DictConfig):
     config = resumed_config(cfg, stored, overrides)
     if run.get("tracking_uri") and run["tracking_uri"] != config.logger.get("tracking_uri"):
         run = {k: v for k, v in run.items() if k == "uuid"}  # the store moved: log into a new run of the configured store
+    elif run.get("run_id") and not run_exists(config.logger.get("tracking_uri"), run["run_id"]):
+        print(f"lit_nash fit: MLflow run {run['run_id']} is not in {config.logger.get('tracking_uri')} (the store was "
+              f"deleted or replaced); the checkpoint is intact: the run continues, logging into a new MLflow run",
+              file=sys.stderr)
+        run = {k: v for k, v in run.items() if k == "uuid"}
     print(f"lit_nash fit: resuming from {path}" + (f" (MLflow run {run['run_id']})" if run.get("run_id") else ""),
           file=sys.stderr)
     return config, str(path), run

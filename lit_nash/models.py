@@ -216,3 +216,23 @@ def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "f
     except OSError as e:  # a tokenizer but no (safetensors) weights
         raise FileNotFoundError(f"{owner}{key} {str(path)!r}: no model could be loaded ({e}); save the model there "
                                 "with save_pretrained (safetensors)") from e
+    except Exception as e:
+        if type(e).__module__.split(".")[0] != "safetensors":
+            raise
+        raise ValueError(f"{owner}{key} {str(path)!r}: {corrupt_weights(path, e)}; save the model there again with "
+                         "save_pretrained, or download it again") from e
+
+
+def corrupt_weights(path: str | Path, error: Exception) -> str:
+    """Which ``*.safetensors`` file of a model folder cannot be read, and why (safetensors' own error names no
+    file): "the weights file '<file>' is corrupt or truncated (<error>)"."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(str(path)).expanduser().glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    f.get_slice(name)
+        except Exception as e:
+            return f"the weights file {str(file)!r} is corrupt or truncated ({e})"
+    return f"a weights file is corrupt or truncated ({error})"

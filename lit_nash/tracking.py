@@ -6,6 +6,7 @@ it (it takes a second)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -87,12 +88,73 @@ def reachable(tracking_uri: str | None, key: str, command: str, timeout: float =
         ) from None
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+MLFLOW_TABLES = {"experiments", "alembic_version"}  # an MLflow sqlite store holds both; a new one gets one first
+
+
+def check_store(tracking_uri: str | None, key: str, command: str) -> None:
+    """The store a command will log to or read from, checked at start-up (before torch loads): an
+    ``http(s)://`` server must answer (``reachable``); a path without a scheme (``mlruns.db``, a folder) is
+    refused with the ``sqlite:///`` URI to write instead; a ``sqlite:///`` file that exists must be an MLflow
+    store: not a folder, not a file of another kind, not another application's SQLite database (MLflow would add
+    its tables to it). Each refusal is one line, and the file is never opened for writing."""
+    reachable(tracking_uri, key, command)
+    if not tracking_uri:
+        return
+    uri = str(tracking_uri)
+    if "://" not in uri and not uri.startswith(("databricks", "file:")):
+        local = Path(uri).expanduser().resolve()
+        db = local / "mlruns.db" if local.is_dir() or not local.suffix else local
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r} is a path, not a tracking URI (MLflow would take it for "
+                         f"its retired folder store); for a local store write {key}=sqlite:///{db}")
+    if uri.startswith("sqlite://") and not uri.startswith("sqlite:///"):
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r}: a sqlite URI has three slashes before a relative path "
+                         f"and four before an absolute one: {key}=sqlite:///{uri[len('sqlite://'):]}")
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if db.is_dir():
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r} names a folder; name the store's file in it: "
+                         f"{key}=sqlite:///{db / 'mlruns.db'}")
+    if not db.is_file() or db.stat().st_size == 0:  # a new store: MLflow creates it
+        return
+    fix = (f"move it away (mv {str(db)!r} {str(db) + '.bak'!r}) and this run creates a new store there, or log to "
+           f"another file: {key}=sqlite:///<path>/mlruns.db")
+    try:
+        with open(db, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except PermissionError:
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r}: permission denied reading {str(db)!r}; fix its "
+                         "permissions (chmod u+rw), or log to another file") from None
+    if header != SQLITE_HEADER:
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r}: {str(db)!r} is not an SQLite database (it starts with "
+                         f"{header[:8]!r}; a corrupt or foreign file); {fix}")
+    import sqlite3
+
+    try:  # read-only; waits for a writer (another run logging, or creating the store) rather than fail
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=60)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):
+            return  # busy for a minute: MLflow will wait or say so itself
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r}: {str(db)!r} is a corrupt SQLite database ({e}); "
+                         f"{fix}") from None
+    except sqlite3.DatabaseError as e:
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r}: {str(db)!r} is a corrupt SQLite database ({e}); "
+                         f"{fix}") from None
+    if tables and not MLFLOW_TABLES & tables:
+        shown = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+        raise SystemExit(f"lit_nash {command}: {key}={uri!r}: {str(db)!r} is an SQLite database of another "
+                         f"application (tables {shown}), not an MLflow store; MLflow would add its tables to it. "
+                         f"Log to another file: {key}=sqlite:///<path>/mlruns.db")
+
+
 def prepare_store(tracking_uri: str | None, experiment: str | None, key: str, command: str) -> None:
     """Make the store ready before a run logs to it. An ``http(s)://`` server: it must answer (``reachable``).
     A ``sqlite:///`` store: created (MLflow's schema migration) and its experiment created under an exclusive
     ``flock`` on ``<db>.lock``, so that runs starting at once in one folder do not race to create them (the
-    loser would die in the migration or on the experiment's unique name)."""
-    reachable(tracking_uri, key, command)
+    loser would die in the migration or on the experiment's unique name). ``check_store`` first."""
+    check_store(tracking_uri, key, command)
     if not tracking_uri or not str(tracking_uri).startswith("sqlite:///"):
         return
     import fcntl
@@ -160,6 +222,14 @@ def client(tracking_uri: str | None, missing: str | None = None):
         if not db.is_file():
             raise SystemExit(missing.format(uri=tracking_uri, db=db))
     return MlflowClient(tracking_uri)
+
+
+def run_exists(tracking_uri: str | None, run_id: str) -> bool:
+    """Whether the store holds this run; a ``sqlite:///`` store whose file is gone holds none (and is not
+    created by asking)."""
+    if tracking_uri and str(tracking_uri).startswith("sqlite:///") and not Path(str(tracking_uri)[len("sqlite:///"):]).is_file():
+        return False
+    return get_run(client(tracking_uri), run_id) is not None
 
 
 def get_run(client, run_id: str):

@@ -35,9 +35,9 @@ def main(cfg: DictConfig) -> float:
 
 def train_preference(cfg: DictConfig) -> float:
     """Train one classifier and save it; returns the final eval/loss (nan without an eval set)."""
-    from lit_nash.tracking import marks_run, prepare_store, reachable
+    from lit_nash.tracking import check_store, marks_run, prepare_store
 
-    reachable(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "train_preference")
+    check_store(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "train_preference")
     # the pairs are read and checked before torch is imported: a bad file answers in seconds
     train_set, eval_set = load_pairs(cfg.data, seed=cfg.seed)
 

@@ -4,6 +4,7 @@ repository on PYTHONPATH. Each fires once, at a given optimizer step, in the mid
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -24,6 +25,23 @@ class KillAt(L.Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         if trainer.global_step + 1 == self.step:
             os.kill(os.getpid(), self.sig)
+
+
+class DiskFullAt(L.Callback):
+    """From optimizer step ``step`` on, the disk is full: ``torch.save`` writes a little of a checkpoint, then
+    fails with ENOSPC, as a write to a full disk does (no real disk is filled)."""
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:  # before the checkpoint callback, which Lightning runs last
+
+            def full(obj, f, *args, **kwargs):
+                f.write(b"the first bytes of a checkpoint")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            torch.save = full
 
 
 class PoisonAt(L.Callback):

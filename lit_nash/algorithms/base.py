@@ -38,6 +38,8 @@ WinRates = Callable[[Tensor], Tensor]
 """Maps log-policies (..., K) to win-rate vectors P·π (..., K): the exact preference oracle."""
 
 REDUCTIONS = ("sum", "mean")
+MAX_K = 2**16  # samples per prompt: algo.k above it is refused at start-up
+MAX_K_ALL_PAIRS = 2**12  # where all k(k-1)/2 pairs of a prompt's samples are labeled (SPPO, INPO, COMAL, MNPO)
 _REGISTRY: dict[str, type["Algorithm"]] = {}
 
 
@@ -134,8 +136,15 @@ class Algorithm(L.Callback):
         return f"{type(self).__name__}({args})"
 
     # -- argument checks, with the algorithm's name in the message ---------------------------------
-    def count(self, key: str, value: Any, minimum: int, what: str) -> int:
-        return integer(f"algo={self.name}: {key}", value, minimum, what)
+    def count(self, key: str, value: Any, minimum: int, what: str, maximum: int | None = None) -> int:
+        """An integer >= ``minimum``; ``k``, the samples per prompt, is also at most ``MAX_K`` (or ``maximum``),
+        so a huge k is refused here, not by the allocator in the first step."""
+        value = integer(f"algo={self.name}: {key}", value, minimum, what)
+        maximum = MAX_K if maximum is None and key == "k" else maximum
+        if maximum is not None and value > maximum:
+            raise ValueError(f"algo={self.name}: {key} must be at most {maximum} ({what}; a step samples "
+                             f"rollout.prompts_per_step × {key} responses, which must fit in memory), got {value}")
+        return value
 
     def choose(self, key: str, value: Any, choices) -> Any:
         return choice(f"algo={self.name}: {key}", value, choices)

@@ -15,7 +15,7 @@ pair is refused: selection biases it further. MNPO and COMAL reuse ``pair_rollou
 
 import torch
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm
+from lit_nash.algorithms.base import MAX_K_ALL_PAIRS, REDUCTIONS, Algorithm
 from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.generation.base import SamplingGroup
@@ -49,7 +49,7 @@ class INPO(Algorithm):
 
 def check_pair_settings(algo: Algorithm, k: int, pairs: str, target: str, logprob_reduction: str = "sum") -> int:
     """k (samples per prompt, all pairs labeled: at least 2), the pair selection, the target; returns k."""
-    k = algo.count("k", k, 2, "samples per prompt, all pairs labeled")
+    k = algo.count("k", k, 2, "samples per prompt, all pairs labeled", MAX_K_ALL_PAIRS)
     algo.choose("pairs", pairs, ["all", *PAIR_SELECTIONS])
     algo.choose("target", target, TARGETS)
     if pairs == "all" and target != "soft":

@@ -14,7 +14,7 @@ the exact P(y ≻ π_t) as target its minimizer over all responses is the MWU it
 
 import torch
 
-from lit_nash.algorithms.base import REDUCTIONS, Algorithm
+from lit_nash.algorithms.base import MAX_K_ALL_PAIRS, REDUCTIONS, Algorithm
 from lit_nash.algorithms.losses import squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.generation.base import SamplingGroup
@@ -26,7 +26,7 @@ class SPPO(Algorithm):
 
     def __init__(self, eta: float = 1.0, k: int = 5, logprob_reduction: str = "sum", win_rate: str = "mean"):
         super().__init__(eta)
-        self.k = self.count("k", k, 2, "samples per prompt: the best and the worst are trained on")
+        self.k = self.count("k", k, 2, "samples per prompt: the best and the worst are trained on", MAX_K_ALL_PAIRS)
         self.logprob_reduction = self.choose("logprob_reduction", logprob_reduction, REDUCTIONS)
         self.win_rate = self.choose("win_rate", win_rate, WIN_RATES)
 

@@ -53,6 +53,16 @@ def _lora_config(lora: Any, model: nn.Module) -> dict:
     return config
 
 
+def context_length(config: Any) -> int | None:
+    """The positions a model's config declares (GPT-2's n_positions, Llama's max_position_embeddings, ...);
+    None when it declares none."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def _disable_dropout(model: nn.Module) -> None:
     """Sampling and training must score responses with one function: NLHF losses are on-policy ratios."""
     for m in model.modules():
@@ -133,6 +143,7 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
         self.codec = PromptCodec(self.tokenizer, prompts, use_chat_template, max_prompt_tokens, self.pad_id,
                                  f"policy.model_path {str(model_path)!r}")
         self.prompts = self.codec.prompts
+        self.codec.check_context(context_length(model.config), self.max_new_tokens)
         self.sharded = False  # set by shard() under FSDP2
         self.snapshots = Snapshots()
         if not self.lora:

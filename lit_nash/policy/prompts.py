@@ -36,18 +36,51 @@ class PromptCodec:
         turn) through the chat template with the generation prompt; plain text as the tokenizer encodes it.
         ``max_prompt_tokens`` keeps the last tokens (the end holds the question and the generation prompt)."""
         if i not in self._tokens:
-            prompt = self.prompts[i]
-            if isinstance(prompt, str) and not self.chat:
-                ids = self.tokenizer(prompt)["input_ids"]
-            else:
-                messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-                text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template has its own
-            if not ids:
-                raise ValueError(f"prompt {i} ({prompt!r}) has no tokens (the tokenizer adds none, e.g. no BOS)")
-            limit = self.max_prompt_tokens
-            self._tokens[i] = list(ids if limit is None else ids[-limit:])
+            self._tokens[i] = self._encode(i)
         return self._tokens[i]
+
+    def _encode(self, i: int) -> list[int]:
+        prompt = self.prompts[i]
+        if isinstance(prompt, str) and not self.chat:
+            ids = self.tokenizer(prompt)["input_ids"]
+        else:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template has its own
+        if not ids:
+            raise ValueError(f"prompt {i} ({prompt!r}) has no tokens (the tokenizer adds none, e.g. no BOS)")
+        limit = self.max_prompt_tokens
+        return list(ids if limit is None else ids[-limit:])
+
+    def check_context(self, positions: int | None, max_new_tokens: int) -> None:
+        """Every prompt (as ``max_prompt_tokens`` keeps it) and a response of ``max_new_tokens`` must fit the
+        model's ``positions``, or a position embedding is indexed past its end in the middle of training. Checked
+        at start-up: when ``max_prompt_tokens`` bounds the sum, without tokenizing anything; otherwise every
+        prompt is tokenized once (not kept)."""
+        if positions is None:
+            return
+        where = f"the model of {self.where} has {positions} positions (max_position_embeddings)"
+        if max_new_tokens >= positions:
+            raise ValueError(f"policy.max_new_tokens={max_new_tokens} does not fit: {where}, and a response follows at "
+                             f"least one prompt token; set policy.max_new_tokens to at most {positions - 1} minus the "
+                             "prompt's tokens")
+        limit = self.max_prompt_tokens
+        if limit is not None and limit + max_new_tokens <= positions:
+            return
+        longest, at = 0, 0
+        for i in range(len(self.prompts)):
+            n = len(self._tokens[i]) if i in self._tokens else len(self._encode(i))
+            if n > longest:
+                longest, at = n, i
+        if longest + max_new_tokens > positions:
+            fit = positions - max_new_tokens
+            raise ValueError(
+                f"prompt {at} ({_shown(self.prompts[at])}) has {longest} tokens"
+                + (f" (policy.max_prompt_tokens={limit})" if limit is not None else "")
+                + f", and with policy.max_new_tokens={max_new_tokens} its sequence needs {longest + max_new_tokens} "
+                f"positions, but {where}; keep the last tokens of long prompts with policy.max_prompt_tokens={fit}"
+                + (f", or lower policy.max_new_tokens to {positions - longest}" if positions > longest else "")
+            )
 
     def prompt_batch(self, prompt: Tensor, k: int, device) -> tuple[Tensor, Tensor]:
         """Left-padded ids and mask of these prompts only (padded to the longest of them), each repeated
@@ -96,3 +129,9 @@ class PromptCodec:
             rows.append([i[0] for i in ids] + [self.eos_id])
         width = max(len(r) for r in rows)
         return torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _shown(prompt, width: int = 60) -> str:
+    """A prompt as an error message quotes it: its first ``width`` characters."""
+    text = str(prompt)
+    return repr(text[:width]) + ("..." if len(text) > width else "")
