@@ -22,7 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="fit")
 def main(cfg: DictConfig) -> float:
-    return fit(cfg)
+    from lit_nash.cli import run_folder_settled
+
+    with run_folder_settled():  # a run refused before it wrote anything leaves no run folder
+        return fit(cfg)
 
 
 def fit(cfg: DictConfig) -> float | None:
@@ -37,6 +40,7 @@ def fit(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from lit_nash.build import build_callbacks, build_logger, build_run, build_trainer
+    from lit_nash.cli import training_started
     from lit_nash.checkpointing import LAST, AtomicCheckpointIO, LastCheckpoint, RunRecord, StopOnSignal, check_owner
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
@@ -91,6 +95,7 @@ def fit(cfg: DictConfig) -> float | None:
         logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
     start = time.perf_counter()
+    training_started()  # a failure from here on keeps the run folder, marked FAILED (lit_nash.cli)
     with warnings.catch_warnings():  # ModelCheckpoint asks manual-optimization modules to keep pre-step weights
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         # third-party deprecations inside Lightning and transformers, nothing a user can act on

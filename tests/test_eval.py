@@ -110,10 +110,14 @@ def test_periodic_evaluation_does_not_change_the_training_run(tmp_path):
         history = [[(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)] for run in (off, on)]
         assert history[0] == history[1] and len(history[0]) == 3
 
-    # eval of tabular policies: identical policies, so every exact win rate is ½
-    done = run_cli("eval", "samples=64", f"out={tmp_path}/eval", "log_experiment=null", cwd=tmp_path)
+    # eval of tabular policies: identical policies, so every exact win rate is ½. Its default out is a
+    # folder of its own under eval/; no run folder (outputs/DATE/TIME is a fit run's), no .hydra/ or eval.log
+    done = run_cli("eval", "samples=64", "log_experiment=null", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    r = load_result(tmp_path / "eval")
+    (folder,) = (tmp_path / "eval").glob("*/*")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "mlruns", "mlruns.db", "mlruns.db.lock", "multirun"]
+    assert f"wrote {folder}/table.md" in done.stdout
+    r = load_result(folder)
     assert r["policies"] == ["online_ipo-comal_cycle-seed0", "online_ipo-comal_cycle-seed0_2"]
     check_matrix(r, 2)
     np.testing.assert_allclose(r["exact_win_rate"], 0.5, atol=1e-12)
