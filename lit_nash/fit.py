@@ -107,7 +107,8 @@ def fit(cfg: DictConfig) -> float | None:
     }
     if trainer.is_global_zero:
         seconds = time.perf_counter() - start
-        line = summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri)
+        line = summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri,
+                            parts.evaluation.last if parts.evaluation is not None else None)
         print(line)
         logging.getLogger(__name__).info(line)  # the run's log file ends with it too
         if getattr(logger, "run_id", None):
