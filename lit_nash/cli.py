@@ -1,10 +1,11 @@
 """``python -m lit_nash <command> [hydra overrides]``: the command dispatcher.
 
-Hydra reads only overrides, so the command word is taken off ``sys.argv``, and the command is kept in the
-environment variable ``LIT_NASH_COMMAND``: Lightning re-launches the script for extra processes with the same
-``sys.argv`` (no longer starting with the command) and this process's environment, so a re-launched process
-finds its command there (a process Lightning launched has ``LOCAL_RANK`` set). The command never becomes a Hydra override, so it shows in no ``[HYDRA] #k : ...``
-line of a sweep, no ``.hydra/overrides.yaml`` and no "Error executing job with overrides" message.
+Hydra reads only overrides, so the command word is taken off ``sys.argv`` and kept in the environment
+variable ``LIT_NASH_COMMAND``: Lightning re-launches the script for extra processes with the same ``sys.argv``
+(no longer starting with the command) and this process's environment, so a re-launched process (one with
+``LOCAL_RANK`` set) finds its command there. The command never becomes a Hydra override, so it shows in no
+``[HYDRA] #k : ...`` line of a sweep, no ``.hydra/overrides.yaml`` and no "Error executing job with
+overrides" message.
 
 Run folders (``hydra.run.dir``, ``${lit_nash_run:}``) belong to runs that train: ``fit``, ``bench`` and
 ``train_preference``. ``compare`` and ``eval`` write only the folder named by their ``out`` (conf/compare.yaml,
