@@ -239,5 +239,6 @@ def plot_latest_evaluation(tracking_uri: str, eval_experiment: str, experiment: 
     r = json.loads(tracking.download_artifact(client, run_id, "win_rate_matrix.json"))
     path = out / "win_rate_matrix.png"
     plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], path,
-                   f"eval run {run_id[:8]}: {sample_size(r['prompts'], r['samples'])}, ± the 95% half-width")
+                   f"eval run {run_id[:8]}: {sample_size(r['prompts'], r['samples'])}, ± the 95% half-width",
+                   r.get("exact_win_rate"))
     return path

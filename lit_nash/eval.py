@@ -290,7 +290,7 @@ def write_files(r: dict[str, Any], out: Path) -> None:
                 row = [a, b, r["win_rate"][i][j], r["win_rate_ci95"][i][j]]
                 w.writerow(row + ([r["exact_win_rate"][i][j]] if "exact_win_rate" in r else []))
     plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], out / "win_rate_matrix.png",
-                   f"{sample_size(r['prompts'], r['samples'])}, ± the 95% half-width")
+                   f"{sample_size(r['prompts'], r['samples'])}, ± the 95% half-width", r.get("exact_win_rate"))
 
 
 def policy_metrics(r: dict[str, Any], i: int) -> dict[str, float]:

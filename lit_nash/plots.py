@@ -9,8 +9,9 @@ is logarithmic where asked (compare's ``log_scale``) or where the plotted values
 than ``DECADES`` decades (``spans_decades``).
 
 Heatmap: P(row ≻ column) with axis titles (the policy of the row, its opponent in the column) and a titled
-colour bar; the policies' names lose the parts every name shares (``short_labels``: the game and the seed
-when all policies played one game with one seed), which go to the title instead."""
+colour bar, and on a game the exact matrix beside the sampled one; the policies' names lose the parts
+every name shares (``short_labels``: the game and the seed when all policies played one game with one
+seed), which go to the title instead."""
 
 from __future__ import annotations
 
@@ -139,8 +140,9 @@ def plot_curves(groups: dict[str, list[dict]], metric: str, group_by: str, log: 
     plt.close(fig)
 
 
-def win_rate_figure(names: list[str], rates, ci95, title: str):
-    """The figure of ``plot_win_rates`` (returned open, for the caller to save and close)."""
+def win_rate_figure(names: list[str], rates, ci95, title: str, exact=None):
+    """The figure of ``plot_win_rates`` (returned open, for the caller to save and close): the sampled
+    matrix, and with ``exact`` (a game's exact P(row ≻ column)) the exact one beside it, one colour bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,32 +151,37 @@ def win_rate_figure(names: list[str], rates, ci95, title: str):
 
     labels, shared = short_labels(names)
     k = len(labels)
-    M = np.asarray(rates, dtype=float)
+    panels = [("sampled", np.asarray(rates, dtype=float), ci95)]
+    if exact is not None:
+        panels.append(("exact", np.asarray(exact, dtype=float), None))
     longest = max(len(n) for n in labels)
-    fig, ax = plt.subplots(figsize=(2.6 + 1.1 * k + 0.07 * longest, 2.2 + 0.9 * k + 0.05 * longest))
-    im = ax.imshow(M, cmap="RdBu_r", vmin=0.0, vmax=1.0)
-    for i in range(k):
-        for j in range(k):
-            text = "½" if i == j else f"{M[i, j]:.2f}\n±{ci95[i][j]:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="white" if abs(M[i, j] - 0.5) > 0.3 else "black")
-    ax.set_xticks(range(k), labels, rotation=35, ha="right")
-    ax.set_yticks(range(k), labels)
-    ax.set_xlabel("column: the opponent")
-    ax.set_ylabel("row: the policy")
-    ax.set_title("P(row ≻ column)" + (f", {shared}" if shared else "") + f"\n{title}", fontsize=10)
-    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    width, height = 1.6 + 1.1 * k + 0.07 * longest, 2.4 + 0.9 * k + 0.05 * longest
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels) + 1.0, height), squeeze=False)
+    for ax, (what, M, ci) in zip(axes[0], panels):
+        im = ax.imshow(M, cmap="RdBu_r", vmin=0.0, vmax=1.0)
+        for i in range(k):
+            for j in range(k):
+                text = "½" if i == j else f"{M[i, j]:.2f}" + (f"\n±{ci[i][j]:.2f}" if ci is not None else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                        color="white" if abs(M[i, j] - 0.5) > 0.3 else "black")
+        ax.set_xticks(range(k), labels, rotation=35, ha="right")
+        ax.set_yticks(range(k), labels)
+        ax.set_xlabel("column: the opponent")
+        ax.set_ylabel("row: the policy")
+        ax.set_title(what if len(panels) > 1 else "", fontsize=10)
+    fig.suptitle("P(row ≻ column)" + (f", {shared}" if shared else "") + f"\n{title}", fontsize=10)
+    bar = fig.colorbar(im, ax=list(axes[0]), fraction=0.046 / len(panels), pad=0.04)
     bar.set_label("P(row ≻ column): win rate of the row's policy")
-    fig.tight_layout()
     return fig
 
 
-def plot_win_rates(names: list[str], rates, ci95, path: Path, title: str) -> None:
-    """The win-rate matrix as a heatmap centred on ½, each cell annotated with its value and interval."""
+def plot_win_rates(names: list[str], rates, ci95, path: Path, title: str, exact=None) -> None:
+    """The win-rate matrix as a heatmap centred on ½, each cell annotated with its value and interval; with
+    ``exact`` (on a game), the exact matrix beside it."""
     import matplotlib.pyplot as plt
 
-    fig = win_rate_figure(names, rates, ci95, title)
-    fig.savefig(path, dpi=120)
+    fig = win_rate_figure(names, rates, ci95, title, exact)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -32,10 +32,21 @@ def test_the_heatmap_has_axis_and_colour_bar_titles_and_short_labels(tmp_path):
     assert bar.get_ylabel() == "P(row ≻ column): win rate of the row's policy"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["egpo", "sppo", "mpo"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["egpo", "sppo", "mpo"]
-    assert ax.get_title() == "P(row ≻ column), token_game-seed0\n1 prompt × 16 samples, ± the 95% half-width"
+    assert fig._suptitle.get_text() == "P(row ≻ column), token_game-seed0\n1 prompt × 16 samples, ± the 95% half-width"
+    assert "0.70\n±0.05" in [t.get_text() for t in ax.texts]
     plt.close(fig)
     plots.plot_win_rates(names, M, ci, tmp_path / "m.png", "t")
     assert min(imread(tmp_path / "m.png").shape[:2]) > 200
+
+
+def test_on_a_game_the_exact_matrix_is_drawn_beside_the_sampled_one(tmp_path):
+    M, ci = [[0.5, 0.62], [0.38, 0.5]], [[0.0, 0.04], [0.04, 0.0]]
+    fig = plots.win_rate_figure(["a-g-seed0", "b-g-seed0"], M, ci, "t", exact=[[0.5, 0.6], [0.4, 0.5]])
+    sampled, exact, bar = fig.axes
+    assert (sampled.get_title(), exact.get_title()) == ("sampled", "exact")
+    assert "0.62\n±0.04" in [t.get_text() for t in sampled.texts] and "0.60" in [t.get_text() for t in exact.texts]
+    assert exact.get_xlabel() == "column: the opponent" and bar.get_ylabel().startswith("P(row ≻ column)")
+    plt.close(fig)
 
 
 def runs(*histories):
