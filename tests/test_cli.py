@@ -144,6 +144,15 @@ def test_run_folders_of_a_failed_sweep_and_no_command_override(tmp_path):
     assert (failed / "fit.log").is_file() and "command" not in (failed / ".hydra" / "overrides.yaml").read_text()
 
 
+def test_the_unknown_key_message_lists_the_keys_a_user_sets(tmp_path):
+    """Not the internal `command` key, and the group `task_policy` by its name (not `optional task_policy`)."""
+    out = run_cli("fit", "+algos=egpo", cwd=tmp_path)
+    assert out.returncode != 0
+    keys = out.stderr.split("fit's keys and groups are ", 1)[1].split(";", 1)[0].split(", ")
+    assert "command" not in keys and "task_policy" in keys and not any(" " in k for k in keys)
+    assert keys[:3] == ["algo", "callbacks", "checkpoint"]
+
+
 def test_a_run_refused_at_validation_leaves_no_run_folder(tmp_path):
     out = run_cli("fit", "trainer.max_steps=0", cwd=tmp_path)
     assert out.returncode != 0 and "trainer.max_steps must be an integer >= 1" in out.stderr
