@@ -37,7 +37,10 @@ PARTS = ("generate", "preference", "logprobs", "update")
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    print(json.dumps(bench(cfg)))
+    from lit_nash.cli import run_folder_settled
+
+    with run_folder_settled():  # a run refused before it wrote anything leaves no run folder
+        print(json.dumps(bench(cfg)))
 
 
 def bench(cfg: DictConfig) -> dict[str, Any]:

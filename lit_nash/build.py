@@ -202,7 +202,7 @@ def check_config(cfg: DictConfig) -> None:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]}={value}?" if close else ""
             raise SystemExit(f"lit_nash {command}: unknown top-level key {key!r} (from {override!r}); {command}'s keys "
-                             f"and groups are {', '.join(sorted(known - {'hydra'}))}{hint}")
+                             f"and groups are {', '.join(sorted(known - {'hydra', 'command'}))}{hint}")  # command: the config's own
     try:
         integer("trainer.max_steps", cfg.trainer.get("max_steps"), 1, "optimizer steps; -1 would train forever")
         integer("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50), 1, "steps between logged metrics")
@@ -225,5 +225,5 @@ def known_keys(name: str) -> set[str]:
         if isinstance(entry, str):
             keys |= known_keys(entry) if entry != "_self_" else set()
         else:
-            keys |= {str(k).removeprefix("override ").strip().lstrip("/") for k in entry}
+            keys |= {str(k).removeprefix("override ").removeprefix("optional ").strip().lstrip("/") for k in entry}
     return keys

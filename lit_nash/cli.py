@@ -1,10 +1,15 @@
 """``python -m lit_nash <command> [hydra overrides]``: the command dispatcher.
 
-Hydra reads only overrides, so the command word is taken off ``sys.argv`` and put back as the override
-``command=<name>``, right after the user's last override: Hydra's parser takes one contiguous group of
-overrides, so it must join that group (``fit -m algo=a,b``, ``fit algo=a --cfg job`` and ``fit --help``
-all keep working). The override keeps the command when Lightning re-launches the script for extra
-processes (it re-runs ``sys.argv``), where the first argument is no longer the command.
+Hydra reads only overrides, so the command word is taken off ``sys.argv`` and kept in the environment
+variable ``LIT_NASH_COMMAND``: Lightning re-launches the script for extra processes with the same ``sys.argv``
+(no longer starting with the command) and this process's environment, so a re-launched process (one with
+``LOCAL_RANK`` set) finds its command there. The command never becomes a Hydra override, so it shows in no
+``[HYDRA] #k : ...`` line of a sweep, no ``.hydra/overrides.yaml`` and no "Error executing job with
+overrides" message.
+
+Run folders (``hydra.run.dir``, ``${lit_nash_run:}``) belong to runs that train: ``fit``, ``bench`` and
+``train_preference``. ``compare`` and ``eval`` write only the folder named by their ``out`` (conf/compare.yaml,
+conf/eval.yaml). A run that fails before it wrote anything of its own leaves no folder (``settle_run_folder``).
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import importlib
 import io
 import os
 import re
+import shutil
 import sys
+import traceback
 from datetime import datetime
+from pathlib import Path
 
 COMMANDS = {
     "fit": ("lit_nash.fit", "train a policy with an NLHF algorithm (conf/fit.yaml)"),
@@ -49,11 +57,7 @@ def _print_commands(stream) -> None:
         print(f"  {name:<{width}}  {about}", file=stream)
 
 
-def _with_override(args: list[str], override: str) -> list[str]:
-    """Insert ``override`` after the last Hydra override (``key=value``, ``~key``), else at the end."""
-    overrides = [i for i, a in enumerate(args) if not a.startswith("-") and ("=" in a or a.startswith("~"))]
-    at = overrides[-1] + 1 if overrides else len(args)
-    return [*args[:at], override, *args[at:]]
+COMMAND_ENV = "LIT_NASH_COMMAND"  # the command of this process, inherited by the processes Lightning re-launches
 
 
 SWEEP_FOLDER_ENV = "LIT_NASH_SWEEP_FOLDER"
@@ -80,6 +84,74 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("lit_nash_run", run_folder_name)
 
 
+HYDRA_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
+FAILED = "FAILED"  # the marker file of a run folder whose run failed after writing into it
+
+
+_started = False  # set by training_started(): the run has begun to train, its folder is a run's
+
+
+def training_started() -> None:
+    """Called by a command right before it trains: from here on a failure keeps the run folder, marked."""
+    global _started
+    _started = True
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
+
+
+def settle_run_folder(error: BaseException) -> str | None:
+    """After a command's run raised ``error``: its Hydra run folder is removed if the run had not started to
+    train (``training_started``) and the folder holds nothing but what Hydra wrote at the start (``.hydra/``
+    and the ``<job>.log``): a run refused at validation, or that failed while building, leaves no folder that
+    looks like a run (nor the date folder and ``outputs/`` above it, where that empties them). Any other
+    failed run keeps its folder (its log, checkpoints), marked by a ``FAILED`` file with the error; one
+    stopped by a signal (``SystemExit`` with a number: it said how to resume) is kept as it is. Returns what
+    was done: "removed", "marked" or None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or (isinstance(error, SystemExit) and error.code in (None, 0)):
+        return None
+    hydra = HydraConfig.get()
+    folder = Path(hydra.runtime.output_dir)
+    if not folder.is_dir():
+        return None
+    import logging
+
+    log = f"{hydra.job.name}.log"
+    if not _started and _files(folder) <= HYDRA_FILES | {log}:
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # the job's log file: closed, so nothing writes there again
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+                handler.close()
+                root.removeHandler(handler)
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.name == run_folder_name():  # the default outputs/<date>/<time>: the date folder and
+            with contextlib.suppress(OSError):  # outputs/ too, where that empties them
+                folder.parent.rmdir()
+                folder.parent.parent.rmdir()
+        return "removed"
+    if isinstance(error, (SystemExit, KeyboardInterrupt)) and not isinstance(getattr(error, "code", ""), str):
+        return None  # stopped by a signal, with a checkpoint to resume from
+    reason = str(error.code) if isinstance(error, SystemExit) else f"{type(error).__name__}: {error}"
+    text = "".join(traceback.format_exception(error)) if not isinstance(error, SystemExit) else ""
+    (folder / FAILED).write_text(f"this run failed: {reason}\n\n{text}")
+    return "marked"
+
+
+@contextlib.contextmanager
+def run_folder_settled():
+    """Around a training command's run (one job of a sweep): ``settle_run_folder`` if it raises."""
+    global _started
+    _started = False  # a sweep's jobs run one after another in one process
+    try:
+        yield
+    except BaseException as e:
+        settle_run_folder(e)
+        raise
+
+
 def _help(run) -> None:
     """A command's ``--help`` (Hydra prints it), with each internal group's line explained, not listed."""
     printed = io.StringIO()
@@ -100,12 +172,11 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"lit_nash {__version__}")
         raise SystemExit(0)
-    relaunched = [a.split("=", 1)[1] for a in args if a.startswith("command=")]
     if args and args[0] in COMMANDS:
         command = args.pop(0)
-        args = _with_override([a for a in args if not a.startswith("command=")], f"command={command}")
-    elif relaunched:
-        command = relaunched[-1]
+        os.environ[COMMAND_ENV] = command
+    elif os.environ.get(COMMAND_ENV) and "LOCAL_RANK" in os.environ:
+        command = os.environ[COMMAND_ENV]  # Lightning's re-launch of this script for another rank (it sets LOCAL_RANK)
     elif args and args[0] in ("-h", "--help"):
         _print_commands(sys.stdout)
         raise SystemExit(0)

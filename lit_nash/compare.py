@@ -12,9 +12,11 @@ numbers as numbers. For each metric of ``conf/compare.yaml`` the command writes
   mean ± std over seeds (std with ddof=1, 0 for a single seed); printed, and saved as ``table.md`` and
   ``table.csv`` (a column per group key, the label too for several keys, and numeric ``<metric>_mean`` /
   ``<metric>_std`` columns);
-* ``curve_<metric>.png``: the metric against the step, one line per group (the mean over seeds on the steps
-  all its seeds logged) with a band from the lowest to the highest seed; a log y-axis for the metrics named
-  in ``log_scale``, with values clipped at 1e-16 (a gap of 0 or -1e-17 is round-off at the equilibrium).
+* ``curve_<metric>.png``: the metric against the step, one line per group on its own step grid (the mean
+  over seeds on the steps its seeds logged, each seed interpolated between its own steps where they
+  differ: ``lit_nash.plots.group_grid``) with a band from the lowest to the highest seed; a log y-axis for
+  the metrics named in ``log_scale``, with values clipped at 1e-16 (a gap of 0 or -1e-17 is round-off at the
+  equilibrium), and for any metric whose values are positive and span more than two decades.
 
 A run that lacks a metric is left out of that metric only. When the runs logged none of the configured
 metrics (the defaults are a game's; text runs have no game), every ``train/*`` and ``eval/*`` metric they
@@ -30,7 +32,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lit_nash.plots import plot_curves, plot_win_rates
+from lit_nash.plots import plot_curves, plot_win_rates, sample_size
 
 # MLflow would create an empty store at a sqlite path without a file; say there is none instead
 NO_STORE = ("lit_nash compare: no MLflow store at tracking_uri={uri} (no file {db}); "
@@ -240,5 +242,6 @@ def plot_latest_evaluation(tracking_uri: str, eval_experiment: str, experiment: 
     r = json.loads(tracking.download_artifact(client, run_id, "win_rate_matrix.json"))
     path = out / "win_rate_matrix.png"
     plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], path,
-                   f"eval run {run_id[:8]}: {r['prompts']} prompts × {r['samples']} samples, ± the 95% half-width")
+                   f"eval run {run_id[:8]}: {sample_size(r['prompts'], r['samples'])}, ± the 95% half-width",
+                   r.get("exact_win_rate"))
     return path

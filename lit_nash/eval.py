@@ -10,8 +10,10 @@ from every finished run of an experiment. One preference model judges every matc
 * on a game, the exact values of both and each policy's exact gaps (duality gap, regularized gap,
   exploitability, KL to the NE), from the policies' exact distributions.
 
-The same numbers go to one MLflow run (experiment ``log_experiment``, tag ``command=eval``): metrics per
-policy, and ``table.md`` and ``win_rate_matrix.{json,csv,png}`` as artifacts.
+The same numbers go to MLflow (experiment ``log_experiment``): one run for the evaluation (tag
+``command=eval``) with ``table.md`` and ``win_rate_matrix.{json,csv,png}`` as artifacts, and under it one
+child run per policy (tag ``policy=<name>``) with that policy's metrics under fixed names
+(``policy_metrics``), so the MLflow UI compares the policies in one chart per metric.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lit_nash.plots import plot_win_rates
+from lit_nash.plots import plot_win_rates, sample_size
 
 NO_STORE = ("lit_nash eval: no MLflow store at tracking_uri={uri}; give checkpoint paths, "
             "or point tracking_uri at the store the runs went to")
@@ -255,7 +257,7 @@ def report(r: dict[str, Any]) -> str:
     """The per-policy table and the matrix (sampled, and exact on a game) as markdown."""
     names, exact = r["policies"], "exact_win_rate" in r
     gap_keys = list(r["exact_gaps"][0]) if exact else []
-    head = ["policy", "win rate vs ref (95% CI)"] + (["exact"] + [k.split("/")[-1] for k in gap_keys] if exact else [])
+    head = ["policy", f"win rate vs ref (95% CI, {r['pairs']} pairs)"] + (["exact"] + [k.split("/")[-1] for k in gap_keys] if exact else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, name in enumerate(names):
         cells = [name, f"{r['win_rate_vs_ref'][i]:.3f} ± {r['win_rate_vs_ref_ci95'][i]:.3f}"]
@@ -285,20 +287,27 @@ def write_files(r: dict[str, Any], out: Path) -> None:
                 row = [a, b, r["win_rate"][i][j], r["win_rate_ci95"][i][j]]
                 w.writerow(row + ([r["exact_win_rate"][i][j]] if "exact_win_rate" in r else []))
     plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], out / "win_rate_matrix.png",
-                   f"{r['prompts']} prompts × {r['samples']} samples, ± the 95% half-width")
+                   f"{sample_size(r['prompts'], r['samples'])}, ± the 95% half-width", r.get("exact_win_rate"))
+
+
+def policy_metrics(r: dict[str, Any], i: int) -> dict[str, float]:
+    """Policy ``i``'s metrics under the names a training run's periodic evaluation and game metrics use:
+    ``eval/win_rate_vs_ref``, its interval ``eval_ci95/win_rate_vs_ref`` with ``eval_ci95/pairs``, and on a
+    game ``eval/exact_win_rate_vs_ref`` and the exact gaps ``game/duality_gap``, ..."""
+    metrics = {"eval/win_rate_vs_ref": r["win_rate_vs_ref"][i], "eval_ci95/win_rate_vs_ref": r["win_rate_vs_ref_ci95"][i],
+               "eval_ci95/pairs": r["pairs"]}
+    if "exact_gaps" in r:
+        metrics["eval/exact_win_rate_vs_ref"] = r["exact_win_rate_vs_ref"][i]
+        metrics.update(r["exact_gaps"][i])
+    return metrics
 
 
 def log_run(client, rid: str, r: dict[str, Any], out: Path, cfg: DictConfig) -> None:
-    """Params, a metric per policy, the files as artifacts; then the run is finished."""
+    """The evaluation's run: params and the files as artifacts; one child run per policy (tag ``policy``)
+    with its metrics (``policy_metrics``); then they are finished."""
     from lit_nash.tracking import log_eval_run
 
     params = {"prompts": r["prompts"], "samples": r["samples"], "seed": cfg.seed, "preference": r["preference"]}
-    metrics = {}
-    for i, name in enumerate(r["policies"]):
-        metrics[f"win_rate_vs_ref/{name}"] = r["win_rate_vs_ref"][i]
-        metrics[f"win_rate_vs_ref_ci95/{name}"] = r["win_rate_vs_ref_ci95"][i]
-        if "exact_gaps" in r:
-            metrics[f"exact_win_rate_vs_ref/{name}"] = r["exact_win_rate_vs_ref"][i]
-            for key, value in r["exact_gaps"][i].items():
-                metrics[f"{key}/{name}"] = value
-    log_eval_run(client, rid, params, metrics, out)
+    per_policy = {name: policy_metrics(r, i) for i, name in enumerate(r["policies"])}
+    tags = {name: {"policy_checkpoint": path} for name, path in zip(r["policies"], r["checkpoints"])}
+    r["mlflow_policy_runs"] = log_eval_run(client, rid, params, per_policy, out, tags)

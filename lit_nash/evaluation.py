@@ -46,7 +46,9 @@ class WinRate:
         return cls(float(p.mean()), Z95 * sd / math.sqrt(n) if n > 1 else float("nan"), n)
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.ci95:.3f}"
+        """``0.750 ± 0.112 (16 pairs)``: the sample size beside the interval (16 pairs that all tie or all win
+        read 0.500 ± 0.000 or 1.000 ± 0.000; the pairs say how little that rests on)."""
+        return f"{self.mean:.3f} ± {self.ci95:.3f} ({self.pairs} pairs)"
 
 
 @dataclass
@@ -85,17 +87,39 @@ def play_match(preference, prompt: Tensor, a, b, n: int, a_source: str = "policy
     return Match(ra, rb, p.detach().cpu())
 
 
-def completion_rows(step: int, opponent: str, match: Match, a, b, prompt: Tensor, rows: int) -> list[dict]:
-    """The first ``rows`` pairs of a match as table rows: what the policy said, what it met, who won."""
+def validity(preference, player, responses: Tensor) -> list[bool]:
+    """Per response (flattened), whether it is a valid one: on a token game, one of the game's responses (the
+    oracle maps anything else to the invalid action, which loses to every response and ties with itself);
+    for a language model otherwise, one that ended with EOS within ``policy.max_new_tokens``; a tabular
+    policy's actions are all valid."""
+    game = getattr(preference, "game", None)
+    if hasattr(preference, "action_indices") and hasattr(game, "invalid_index"):
+        return (preference.action_indices(responses) != game.invalid_index).flatten().tolist()
+    eos = getattr(player.reader, "eos_id", None)
+    if responses.ndim == 3 and eos is not None:
+        return (responses == eos).any(-1).flatten().tolist()
+    return [True] * responses.shape[:2].numel()
+
+
+COMPLETION_COLUMNS = ["step", "prompt", "opponent", "policy_response", "valid", "opponent_response", "opponent_valid",
+                      "p_policy_wins", "chosen"]
+
+
+def completion_rows(step: int, opponent: str, match: Match, a, b, prompt: Tensor, rows: int,
+                    preference=None) -> list[dict]:
+    """The first ``rows`` pairs of a match as table rows (``COMPLETION_COLUMNS``): what the policy said and
+    whether it is valid (``validity``), what it met, P(policy ≻ opponent) and who won."""
     n = match.p.shape[1]
     said, met = texts(a, match.a), texts(b, match.b)
+    valid, met_valid = validity(preference, a, match.a), validity(preference, b, match.b)
     prompts = prompt_texts(a, prompt)
     out = []
     for k in range(min(rows, match.p.numel())):
         i, j = divmod(k, n)
         p = float(match.p[i, j])
         out.append({"step": step, "prompt": prompts[i], "opponent": opponent, "policy_response": said[k],
-                    "opponent_response": met[k], "p_policy_wins": p, "chosen": "tie" if p == 0.5 else "policy" if p > 0.5 else opponent})
+                    "valid": bool(valid[k]), "opponent_response": met[k], "opponent_valid": bool(met_valid[k]),
+                    "p_policy_wins": p, "chosen": "tie" if p == 0.5 else "policy" if p > 0.5 else opponent})
     return out
 
 
@@ -103,8 +127,12 @@ class PeriodicEval(L.Callback):
     """Every ``every_n_steps`` optimizer steps and at the last step: the policy against its reference
     (``eval/win_rate_vs_ref``) and against itself at the previous evaluation (``eval/win_rate_vs_snapshot``;
     the snapshot ``eval_prev``, saved in checkpoints; at the first evaluation it is the starting policy),
-    with their 95% half-widths (``.../ci95``), under the run's preference model, on the run's first
-    ``prompts`` prompts. ``table_rows`` pairs of each match go to the MLflow table ``completions.json``."""
+    under the run's preference model, on the run's first ``prompts`` prompts. The 95% half-widths are a
+    metric family of their own, ``eval_ci95/win_rate_vs_ref`` and ``eval_ci95/win_rate_vs_snapshot``, with
+    ``eval_ci95/pairs``, the number of pairs each win rate rests on (so the MLflow UI keeps the ``eval/``
+    charts in one section and the sample size beside the intervals). ``table_rows`` pairs of each match go
+    to the MLflow table ``completions.json``, newest evaluation first (``tracking.log_table_newest_first``).
+    ``last`` holds the latest win rates, which the run's summary line prints with their pairs."""
 
     def __init__(self, every_n_steps: int, prompts: int = 8, samples: int = 4, table_rows: int = 8, seed: int = 0):
         if every_n_steps < 1 or prompts < 1 or samples < 1 or table_rows < 0:
@@ -112,6 +140,7 @@ class PeriodicEval(L.Callback):
                              f"every_n_steps={every_n_steps}, prompts={prompts}, samples={samples}, table_rows={table_rows}")
         self.every, self.prompts, self.samples, self.rows, self.seed = every_n_steps, prompts, samples, table_rows, seed
         self._before = 0
+        self.last: dict[str, WinRate] = {}  # opponent → the latest evaluation's win rate
 
     def attach(self, rollouts) -> None:
         """The run's sampling and labeling (``lit_nash.rollout.Rollouts``)."""
@@ -143,17 +172,19 @@ class PeriodicEval(L.Callback):
             }
         metrics = {}
         for opponent, match in matches.items():
-            rate = match.win_rate
+            rate = self.last[opponent] = match.win_rate
             metrics[f"eval/win_rate_vs_{opponent}"] = rate.mean
-            metrics[f"eval/win_rate_vs_{opponent}/ci95"] = rate.ci95
+            metrics[f"eval_ci95/win_rate_vs_{opponent}"] = rate.ci95
+            metrics["eval_ci95/pairs"] = rate.pairs
         network.refresh_snapshot(SNAPSHOT)
         logger = trainer.logger
         if logger is not None:
             logger.log_metrics(metrics, step=step - 1)  # the step axis of train/* and game/*: update s+1 → s
             if self.rows and trainer.is_global_zero and getattr(logger, "run_id", None):
+                from lit_nash.tracking import log_table_newest_first
+
                 table = [row for name, m in matches.items()
-                         for row in completion_rows(step, name, m, player, player, prompt, self.rows)]
-                columns = {key: [row[key] for row in table] for key in table[0]}
-                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log_table appends by downloading
-                logger.experiment.log_table(logger.run_id, data=columns, artifact_file="completions.json")
+                         for row in completion_rows(step, name, m, player, player, prompt, self.rows, player.preference)]
+                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the table is read back to prepend
+                log_table_newest_first(logger.experiment, logger.run_id, COMPLETION_COLUMNS, table, "completions.json")
         return metrics

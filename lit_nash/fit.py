@@ -22,7 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="fit")
 def main(cfg: DictConfig) -> float:
-    return fit(cfg)
+    from lit_nash.cli import run_folder_settled
+
+    with run_folder_settled():  # a run refused before it wrote anything leaves no run folder
+        return fit(cfg)
 
 
 def fit(cfg: DictConfig) -> float | None:
@@ -39,6 +42,7 @@ def fit(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from lit_nash.build import build_callbacks, build_logger, build_run, build_trainer
+    from lit_nash.cli import training_started
     from lit_nash.checkpointing import (LAST, AtomicCheckpointIO, CheckpointWriteError, LastCheckpoint, RunRecord,
                                         StopOnSignal, check_owner)
     from lit_nash.progress import progress_bar
@@ -93,6 +97,7 @@ def fit(cfg: DictConfig) -> float | None:
         logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
     start = time.perf_counter()
+    training_started()  # a failure from here on keeps the run folder, marked FAILED (lit_nash.cli)
     with warnings.catch_warnings():  # ModelCheckpoint asks manual-optimization modules to keep pre-step weights
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         # third-party deprecations inside Lightning and transformers, nothing a user can act on
@@ -107,7 +112,8 @@ def fit(cfg: DictConfig) -> float | None:
     }
     if trainer.is_global_zero:
         seconds = time.perf_counter() - start
-        line = summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri)
+        line = summary_line(tags, trainer.global_step, seconds, final, logger.run_id, cfg.logger.tracking_uri,
+                            parts.evaluation.last if parts.evaluation is not None else None)
         print(line)
         logging.getLogger(__name__).info(line)  # the run's log file ends with it too
         if getattr(logger, "run_id", None):

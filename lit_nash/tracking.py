@@ -44,9 +44,15 @@ def shown(name: str, value: float) -> float:
     return value
 
 
-def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[str, float], run_id: str | None, tracking_uri: str | None) -> str:
+def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[str, float], run_id: str | None,
+                 tracking_uri: str | None, evaluation: dict | None = None) -> str:
+    """The line a run ends with: what ran, its final metrics, the latest periodic evaluation (``evaluation``:
+    opponent → ``lit_nash.evaluation.WinRate``, printed with its interval and the pairs it rests on), and the
+    command that opens its MLflow run."""
     gaps = " ".join(f"{k}={shown(k, v):.3g}" for k, v in final.items())
     line = f"lit_nash fit: {tags['algo']} on {tags.get('game') or tags.get('data')} (seed {tags['seed']}), {steps} steps in {seconds:.1f}s | {gaps}"
+    if evaluation:
+        line += " | " + " ".join(f"eval/win_rate_vs_{name}={rate}" for name, rate in evaluation.items())
     if run_id:
         line += f" | MLflow run {run_id}: mlflow ui --backend-store-uri {tracking_uri}"
     return line
@@ -66,6 +72,33 @@ def log_run_files(client, run_id: str, checkpoint: Path | None) -> None:
             client.log_artifact(run_id, handler.baseFilename)
     if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size < CHECKPOINT_ARTIFACT_BYTES:
         client.log_artifact(run_id, str(checkpoint), "checkpoints")
+
+
+def log_table_newest_first(client, run_id: str, columns: list[str], rows: list[dict], artifact_file: str) -> None:
+    """``rows`` put before the rows already in the run's table ``artifact_file`` (MLflow's table format,
+    ``{"columns": [...], "data": [[...], ...]}``, the one ``MlflowClient.log_table`` writes), so the newest rows
+    come first; ``log_table`` itself would append them at the end. The run is tagged as ``log_table`` tags it,
+    so the MLflow UI shows the file as a table. A row's missing column is empty (None); an old table's column
+    that ``columns`` lacks is dropped."""
+    import json
+    import tempfile
+
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+    data = [[row.get(c) for c in columns] for row in rows]
+    folder = str(Path(artifact_file).parent)
+    folder = None if folder == "." else folder
+    if artifact_file in {a.path for a in client.list_artifacts(run_id, folder)}:
+        old = json.loads(download_artifact(client, run_id, artifact_file))
+        at = {c: i for i, c in enumerate(old.get("columns", []))}
+        data += [[r[at[c]] if c in at else None for c in columns] for r in old.get("data", [])]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_text(json.dumps({"columns": columns, "data": data}))
+        client.log_artifact(run_id, str(path), folder)
+    logged = json.loads(client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    if {"path": artifact_file, "type": "table"} not in logged:
+        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, {"path": artifact_file, "type": "table"}]))
 
 
 def reachable(tracking_uri: str | None, key: str, command: str, timeout: float = 2.0) -> None:
@@ -311,14 +344,32 @@ def start_eval_run(tracking_uri: str, experiment: str, policies: list[str], sour
     return store, run.info.run_id
 
 
-def log_eval_run(client, run_id: str, params: dict[str, Any], metrics: dict[str, float], folder: Path) -> None:
-    """Params, metrics (step 0), every file of ``folder`` as an artifact; then the run is finished."""
-    for key, value in params.items():
-        client.log_param(run_id, key, value)
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, value)
+def log_eval_run(client, run_id: str, params: dict[str, Any], policies: dict[str, dict[str, float]], folder: Path,
+                 policy_tags: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """The evaluation's run gets the params and every file of ``folder`` as an artifact; each policy gets a
+    child run of it (nested under it in the MLflow UI: tag ``mlflow.parentRunId``), named after the policy,
+    tagged ``policy=<name>`` (and ``policy_tags[name]``), with that policy's metrics at step 0, so the UI's
+    charts compare the policies as runs, one bar per policy under one metric name. Then all are finished.
+    Returns the child run ids by policy."""
+    import time
+
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    experiment_id = client.get_run(run_id).info.experiment_id
+    children = {}
+    for name, metrics in policies.items():
+        tags = {MLFLOW_PARENT_RUN_ID: run_id, "command": "eval", "policy": name, **(policy_tags or {}).get(name, {})}
+        child = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(child, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                         params=[Param(k, str(v)) for k, v in params.items()])
+        client.set_terminated(child)
+        children[name] = child
     client.log_artifacts(run_id, str(folder))
     client.set_terminated(run_id)
+    return children
 
 
 def latest_eval_run(client, eval_experiment: str, source_experiment: str) -> str | None:
@@ -327,7 +378,7 @@ def latest_eval_run(client, eval_experiment: str, source_experiment: str) -> str
     found = client.get_experiment_by_name(eval_experiment)
     if found is None:
         return None
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.source_experiment = '{source_experiment}'",
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.source_experiment = '{source_experiment}'",  # not a policy's child run
                               order_by=["attributes.start_time DESC"], max_results=5)
     runs = [r for r in runs if r.info.status == "FINISHED"]
     return runs[0].info.run_id if runs else None

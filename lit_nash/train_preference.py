@@ -30,7 +30,10 @@ DEFAULTS = {"template": None, "use_chat_template": False, "first_label": 0, "max
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="train_preference")
 def main(cfg: DictConfig) -> float:
-    return train_preference(cfg)
+    from lit_nash.cli import run_folder_settled
+
+    with run_folder_settled():  # a run refused before it wrote anything leaves no run folder
+        return train_preference(cfg)
 
 
 def train_preference(cfg: DictConfig) -> float:
@@ -90,6 +93,9 @@ def _train(cfg, logger, judge, module, train_set, eval_set, train_loader, eval_l
     logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
 
     start = time.perf_counter()
+    from lit_nash.cli import training_started
+
+    training_started()  # a failure from here on keeps the run folder, marked FAILED (lit_nash.cli)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=eval_loader)
     if eval_loader is not None and module.evaluated_at != trainer.global_step:
         trainer.validate(module, dataloaders=eval_loader, verbose=False)  # the final model, logged at the last step

@@ -122,3 +122,38 @@ def test_fit_help_works_after_a_plain_non_editable_install(tmp_path):
     for group in sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "__pycache__"):
         choices = sorted(c.stem for c in (REPO / "conf" / group).glob("*.yaml"))
         assert f"{group}: {', '.join(choices)}" in out.stdout, f"group {group} missing from the installed package"
+
+
+def test_run_folders_of_a_failed_sweep_and_no_command_override(tmp_path):
+    """A sweep whose first job fails while training and whose second is refused at validation: the first
+    keeps its folder (log, config) marked by a FAILED file with the error; the second leaves no folder. The
+    launcher's lines and Hydra's saved overrides are the user's own: the CLI adds no `command=fit`."""
+    out = run_cli("fit", "-m", "trainer.max_steps=30,0", "trainer.enable_progress_bar=false",
+                  "+callbacks.fault._target_=tests.faults.PoisonAt", "+callbacks.fault.step=20",
+                  "hydra.sweep.dir=sweep", cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
+    assert out.returncode != 0
+    jobs = [l for l in out.stdout.splitlines() if "[HYDRA] \t#" in l]
+    assert [l.split("#", 1)[1] for l in jobs] == [
+        f"{i} : trainer.max_steps={n} trainer.enable_progress_bar=False +callbacks.fault._target_=tests.faults.PoisonAt "
+        "+callbacks.fault.step=20" for i, n in ((0, 30), (1, 0))]
+    assert "command=" not in out.stdout + out.stderr
+    assert "trainer.max_steps must be an integer >= 1" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "multirun.yaml"]
+    failed = tmp_path / "sweep" / "0"
+    assert (failed / "FAILED").read_text().startswith("this run failed: NumericalError: algo=mpo, optimizer step 20")
+    assert (failed / "fit.log").is_file() and "command" not in (failed / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_the_unknown_key_message_lists_the_keys_a_user_sets(tmp_path):
+    """Not the internal `command` key, and the group `task_policy` by its name (not `optional task_policy`)."""
+    out = run_cli("fit", "+algos=egpo", cwd=tmp_path)
+    assert out.returncode != 0
+    keys = out.stderr.split("fit's keys and groups are ", 1)[1].split(";", 1)[0].split(", ")
+    assert "command" not in keys and "task_policy" in keys and not any(" " in k for k in keys)
+    assert keys[:3] == ["algo", "callbacks", "checkpoint"]
+
+
+def test_a_run_refused_at_validation_leaves_no_run_folder(tmp_path):
+    out = run_cli("fit", "trainer.max_steps=0", cwd=tmp_path)
+    assert out.returncode != 0 and "trainer.max_steps must be an integer >= 1" in out.stderr
+    assert list(tmp_path.iterdir()) == [], "no outputs/<date>/<time> folder, no store"

@@ -75,6 +75,25 @@ def test_compare_names_an_unknown_experiment_and_the_existing_ones(store):
     assert not (store / "never").exists()
 
 
+def test_compare_writes_only_its_out_folder(tmp_path):
+    """No run folder (outputs/DATE/TIME looks like a fit run's), no .hydra/ or compare.log in the working
+    directory: neither when compare fails nor when it writes its default out, compare/."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    run = client.create_run(client.create_experiment("lit_nash", artifact_location=str(tmp_path / "mlruns")),
+                            tags={"algo": "mpo", "seed": "0"})
+    client.log_metric(run.info.run_id, "game/duality_gap", 0.5, step=0)
+    client.set_terminated(run.info.run_id)
+    before = {p.name for p in tmp_path.iterdir()}
+    assert run_cli("compare", "experiment=nope", cwd=tmp_path).returncode != 0
+    assert {p.name for p in tmp_path.iterdir()} == before
+    out = run_cli("compare", "eval_experiment=null", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {p.name for p in tmp_path.iterdir()} == before | {"compare"}
+    assert sorted(p.name for p in (tmp_path / "compare").iterdir()) == ["curve_game_duality_gap.png", "table.csv", "table.md"]
+
+
 def test_compare_says_when_no_run_matches_the_filter(store):
     out = run_cli("compare", "filter=\"tags.game = 'comal_cycle'\"", cwd=store)
     assert out.returncode != 0
@@ -141,8 +160,7 @@ def test_compare_of_text_runs_defaults_to_the_metrics_they_logged(text_models, t
     assert all(d.returncode == 0 for d in done), [(d.returncode, d.stdout[-1500:], d.stderr[-3000:]) for d in done]
     out = run_cli("compare", f"out={tmp_path / 'cmp'}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    used = ["eval/win_rate_vs_ref", "eval/win_rate_vs_ref/ci95", "eval/win_rate_vs_snapshot",
-            "eval/win_rate_vs_snapshot/ci95", "train/loss"]
+    used = ["eval/win_rate_vs_ref", "eval/win_rate_vs_snapshot", "train/loss"]  # not the eval_ci95/ intervals
     assert "the runs logged none of metrics=['game/duality_gap'" in out.stdout
     assert f"comparing the train/* and eval/* metrics they logged instead: {', '.join(used)}" in out.stdout
     table = read_table(tmp_path / "cmp" / "table.csv")

@@ -44,7 +44,7 @@ def token_runs(tmp_path_factory):
 def test_eval_of_two_token_game_policies_matches_the_exact_win_rates(token_runs, tmp_path):
     cwd, client, runs = token_runs
     assert [r.data.tags["algo"] for r in runs] == ["egpo", "sppo"]
-    done = run_cli("eval", "samples=32", f"out={tmp_path}/by_run", cwd=cwd)  # every finished run of lit_nash
+    done = done_by_run = run_cli("eval", "samples=32", f"out={tmp_path}/by_run", cwd=cwd)  # every finished run of lit_nash
     assert done.returncode == 0, done.stderr[-3000:]
     assert "P(row ≻ column)" in done.stdout and "egpo-token_game-seed0" in done.stdout
     r = load_result(tmp_path / "by_run")
@@ -66,11 +66,21 @@ def test_eval_of_two_token_game_policies_matches_the_exact_win_rates(token_runs,
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_result(tmp_path / "by_path")["win_rate"] == r["win_rate"]
 
-    # logged: one eval run with the metrics and the matrix as artifacts, the heatmap a real image
-    (ev,) = client.search_runs([client.get_experiment_by_name("lit_nash_eval").experiment_id])
-    assert ev.data.tags["command"] == "eval" and ev.info.run_id == r["mlflow_run_id"]
-    assert ev.data.metrics["win_rate_vs_ref/sppo-token_game-seed0"] == r["win_rate_vs_ref"][1]
-    assert "game/duality_gap/egpo-token_game-seed0" in ev.data.metrics
+    # logged: one eval run with the matrix as artifacts, and under it one child run per policy (tag policy) with
+    # its metrics under the names training runs use, so the MLflow UI compares the policies in one chart each
+    ev, *children = client.search_runs([client.get_experiment_by_name("lit_nash_eval").experiment_id],
+                                       order_by=["attributes.start_time ASC"])
+    assert ev.data.tags["command"] == "eval" and ev.info.run_id == r["mlflow_run_id"] and ev.data.metrics == {}
+    assert [c.data.tags["policy"] for c in children] == r["policies"] == [c.info.run_name for c in children]
+    for i, child in enumerate(children):
+        assert child.data.tags["mlflow.parentRunId"] == ev.info.run_id
+        assert child.data.tags["policy_checkpoint"] == r["checkpoints"][i]
+        assert child.data.metrics["eval/win_rate_vs_ref"] == r["win_rate_vs_ref"][i]
+        assert child.data.metrics["eval_ci95/win_rate_vs_ref"] == r["win_rate_vs_ref_ci95"][i]
+        assert child.data.metrics["eval_ci95/pairs"] == 4 * 32
+        assert child.data.metrics["game/duality_gap"] == r["exact_gaps"][i]["game/duality_gap"]
+        assert not any(r["policies"][0] in name for name in child.data.metrics)  # no <metric>/<policy> names
+    assert "win rate vs ref (95% CI, 128 pairs)" in done_by_run.stdout
     artifacts = {a.path for a in client.list_artifacts(ev.info.run_id)}
     assert {"table.md", "win_rate_matrix.json", "win_rate_matrix.csv", "win_rate_matrix.png"} <= artifacts
     image = matplotlib.image.imread(tmp_path / "by_run" / "win_rate_matrix.png")
@@ -80,21 +90,31 @@ def test_eval_of_two_token_game_policies_matches_the_exact_win_rates(token_runs,
 def test_periodic_evaluation_during_training_is_logged(token_runs, tmp_path):
     cwd, client, runs = token_runs
     for run in runs:
-        for name in ("eval/win_rate_vs_ref", "eval/win_rate_vs_snapshot"):
-            history = client.get_metric_history(run.info.run_id, name)
+        for opponent in ("ref", "snapshot"):
+            history = client.get_metric_history(run.info.run_id, f"eval/win_rate_vs_{opponent}")
             assert [m.step for m in history] == [19, 39] and all(0 <= m.value <= 1 for m in history)
-            # an interval of 0 means every pair tied: EGPO's policy is still ~96% invalid after 40 steps (its
+            # the interval is a metric family of its own (eval/ charts stay one section in the MLflow UI).
+            # An interval of 0 means every pair tied: EGPO's policy is still ~96% invalid after 40 steps (its
             # measured game/invalid_mass), and two invalid responses tie; SPPO's (42% invalid) cannot all tie
-            assert 0 <= run.data.metrics[f"{name}/ci95"] < 1
+            assert 0 <= run.data.metrics[f"eval_ci95/win_rate_vs_{opponent}"] < 1
+            assert f"eval/win_rate_vs_{opponent}/ci95" not in run.data.metrics
             if run.data.tags["algo"] == "sppo":
-                assert run.data.metrics[f"{name}/ci95"] > 0
+                assert run.data.metrics[f"eval_ci95/win_rate_vs_{opponent}"] > 0
+        assert run.data.metrics["eval_ci95/pairs"] == 4 * 2  # the token game's 4 prompts × eval.samples=2
         with open(client.download_artifacts(run.info.run_id, "completions.json", str(tmp_path))) as f:
             table = json.load(f)
-        assert len(table["data"]) == 2 * 2 * 8  # 2 evaluations × 2 opponents × table_rows
+        assert table["columns"] == ["step", "prompt", "opponent", "policy_response", "valid", "opponent_response",
+                                    "opponent_valid", "p_policy_wins", "chosen"]
         rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+        # 2 evaluations × 2 opponents × 8 pairs (all of them: 4 prompts × 2 samples), the newest first
+        assert [row["step"] for row in rows] == [40] * 16 + [20] * 16
         assert {row["prompt"] for row in rows} <= {"say 0", "say 1", "say 2", "say 3"}
         assert all(row["chosen"] == ("tie" if row["p_policy_wins"] == 0.5 else "policy" if row["p_policy_wins"] > 0.5
                                      else row["opponent"]) for row in rows)
+        # valid: one of the game's responses ("0".."3" words, see lit_nash/games/token.py); two invalid ones tie
+        assert all(isinstance(row["valid"], bool) and isinstance(row["opponent_valid"], bool) for row in rows)
+        assert all(row["chosen"] == "tie" for row in rows if not row["valid"] and not row["opponent_valid"])
+        assert all(row["chosen"] == "policy" for row in rows if row["valid"] and not row["opponent_valid"])
 
 
 def test_periodic_evaluation_does_not_change_the_training_run(tmp_path):
@@ -110,10 +130,14 @@ def test_periodic_evaluation_does_not_change_the_training_run(tmp_path):
         history = [[(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)] for run in (off, on)]
         assert history[0] == history[1] and len(history[0]) == 3
 
-    # eval of tabular policies: identical policies, so every exact win rate is ½
-    done = run_cli("eval", "samples=64", f"out={tmp_path}/eval", "log_experiment=null", cwd=tmp_path)
+    # eval of tabular policies: identical policies, so every exact win rate is ½. Its default out is a
+    # folder of its own under eval/; no run folder (outputs/DATE/TIME is a fit run's), no .hydra/ or eval.log
+    done = run_cli("eval", "samples=64", "log_experiment=null", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    r = load_result(tmp_path / "eval")
+    (folder,) = (tmp_path / "eval").glob("*/*")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "mlruns", "mlruns.db", "mlruns.db.lock", "multirun"]
+    assert f"wrote {folder}/table.md" in done.stdout
+    r = load_result(folder)
     assert r["policies"] == ["online_ipo-comal_cycle-seed0", "online_ipo-comal_cycle-seed0_2"]
     check_matrix(r, 2)
     np.testing.assert_allclose(r["exact_win_rate"], 0.5, atol=1e-12)

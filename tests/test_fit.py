@@ -137,7 +137,7 @@ def test_lightning_loop_runs_exactly_the_closed_form_dynamics(tmp_path):
 
 def test_lightning_relaunch_keeps_the_subcommand(tmp_path):
     """Two CPU processes (DDP, gloo): Lightning re-runs ``python -m lit_nash.__main__ <argv>`` for rank 1,
-    which no longer starts with ``fit``; the appended ``command=fit`` override carries it."""
+    which no longer starts with ``fit``; the CLI's environment variable LIT_NASH_COMMAND, inherited, carries it."""
     out = run_cli("fit", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=20", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     (rank1_log,) = (tmp_path / "outputs").rglob("train_ddp_process_1.log")

@@ -37,6 +37,14 @@ def test_fit_on_a_prompt_file_with_a_pairwise_preference_model(text_models, tmp_
         assert [m.step for m in history] == [2, 5]  # EGPO's optimizer steps is a training step, so after steps 3 and 6 (logged as s − 1) and all(0 <= m.value <= 1 for m in history)
     with open(client.download_artifacts(run.info.run_id, "completions.json", str(tmp_path))) as f:
         table = json.load(f)
-    assert table["columns"] == ["step", "prompt", "opponent", "policy_response", "opponent_response", "p_policy_wins", "chosen"]
+    assert table["columns"] == ["step", "prompt", "opponent", "policy_response", "valid", "opponent_response",
+                                "opponent_valid", "p_policy_wins", "chosen"]
     assert len(table["data"]) == 2 * 2 * 3  # 2 evaluations × 2 opponents × 3 rows
+    assert [row[0] for row in table["data"]] == [6] * 6 + [3] * 6  # the newest evaluation first
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    # valid: the response ended with EOS within policy.max_new_tokens (6 here; the tiny word-level tokenizer
+    # has one token per word, so a response that ended has at most 5 words; the untrained LM rarely ends)
+    assert all(isinstance(row["valid"], bool) and isinstance(row["opponent_valid"], bool) for row in rows)
+    assert all(len(row["policy_response"].split()) <= 5 for row in rows if row["valid"])
+    assert not all(row["valid"] for row in rows)
     assert {row[1] for row in table["data"]} <= {"name a colour", "count to three"}  # the prompts as text

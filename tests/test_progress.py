@@ -40,3 +40,15 @@ def test_round_off_below_zero_of_a_non_negative_metric_shows_as_zero():
     line = summary_line({"algo": "mpo", "game": "g", "seed": "0"}, 10, 1.0,
                         {"game/kl_to_ne": -5.55e-17, "train/loss": -0.5}, None, None)
     assert "game/kl_to_ne=0 " in line and "train/loss=-0.5" in line
+
+
+def test_the_summary_line_gives_the_pairs_beside_the_evaluation_interval():
+    """16 pairs that all win read 1.000 ± 0.000: the line says how many pairs that rests on."""
+    import torch
+
+    from lit_nash.evaluation import WinRate
+
+    rates = {"ref": WinRate.of(torch.ones(4, 4)), "snapshot": WinRate.of(torch.tensor([0.0, 1.0] * 8))}
+    line = summary_line({"algo": "egpo", "data": "prompts", "seed": "0"}, 6, 1.0, {"train/loss": 0.5}, None, None, rates)
+    assert line.endswith("| train/loss=0.5 | eval/win_rate_vs_ref=1.000 ± 0.000 (16 pairs) "
+                         "eval/win_rate_vs_snapshot=0.500 ± 0.253 (16 pairs)")

@@ -79,6 +79,25 @@ def test_finished_runs_of_an_unknown_experiment_names_the_existing_ones(store):
     assert tracking.experiment_names(client) == sorted(tracking.experiment_names(client))
 
 
+def test_a_table_logged_newest_first_keeps_the_older_rows_after_the_new(store, monkeypatch):
+    """MLflow's log_table appends a new evaluation's rows at the end; the completions table puts them first,
+    in the same format and with the same run tag, so the UI still shows it as a table."""
+    root, uri, client = store
+    eid = experiment(client, root, "tables")
+    rid = make_run(client, eid, 0, status="RUNNING")
+    columns = ["step", "prompt", "valid"]
+    tracking.log_table_newest_first(client, rid, columns, [{"step": 10, "prompt": "x", "valid": True},
+                                                           {"step": 10, "prompt": "y", "valid": False}], "completions.json")
+    tracking.log_table_newest_first(client, rid, columns, [{"step": 20, "prompt": "x", "valid": True}], "completions.json")
+    table = json.loads(tracking.download_artifact(client, rid, "completions.json"))
+    assert table == {"columns": columns, "data": [[20, "x", True], [10, "x", True], [10, "y", False]]}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # load_table searches the runs of the default store
+    loaded = client.load_table(eid, "completions.json", run_ids=[rid])  # MLflow reads it back as its own table
+    assert list(loaded["step"]) == [20, 10, 10]
+    tags = json.loads(client.get_run(rid).data.tags["mlflow.loggedArtifacts"])
+    assert tags == [{"path": "completions.json", "type": "table"}]
+
+
 def test_get_run_is_none_for_an_unknown_id(store):
     root, uri, client = store
     eid = experiment(client, root, "get_run")
@@ -145,14 +164,23 @@ def test_an_eval_run_is_logged_finished_and_found_again_with_its_artifact(store,
     client, rid = tracking.start_eval_run(uri, "evals", ["a", "b"], "source")
     assert client.get_run(rid).info.status == "RUNNING"  # created first, so the files can name it
     assert tracking.latest_eval_run(client, "evals", "source") is None  # not finished yet
-    tracking.log_eval_run(client, rid, {"prompts": 4, "seed": 0}, {"win_rate_vs_ref/a": 0.75}, out)
+    children = tracking.log_eval_run(client, rid, {"prompts": 4, "seed": 0},
+                                     {"a": {"eval/win_rate_vs_ref": 0.75}, "b": {"eval/win_rate_vs_ref": 0.25}}, out,
+                                     {"a": {"policy_checkpoint": "a.ckpt"}})
 
     run = client.get_run(rid)
     assert run.info.status == "FINISHED" and run.info.run_name == "eval-2-policies"
     assert {k: run.data.tags[k] for k in ("command", "policies", "source_experiment")} == {
         "command": "eval", "policies": "a, b", "source_experiment": "source"}
-    assert run.data.params == {"prompts": "4", "seed": "0"} and run.data.metrics == {"win_rate_vs_ref/a": 0.75}
+    assert run.data.params == {"prompts": "4", "seed": "0"} and run.data.metrics == {}
     assert {a.path for a in client.list_artifacts(rid)} == {"win_rate_matrix.json", "table.md"}
+    # one child run per policy, nested under the evaluation, the metric under one name for all policies
+    for name, value in (("a", 0.75), ("b", 0.25)):
+        child = client.get_run(children[name])
+        assert child.info.status == "FINISHED" and child.info.run_name == name
+        assert child.data.tags["mlflow.parentRunId"] == rid and child.data.tags["policy"] == name
+        assert "source_experiment" not in child.data.tags and child.data.metrics == {"eval/win_rate_vs_ref": value}
+    assert client.get_run(children["a"]).data.tags["policy_checkpoint"] == "a.ckpt"
 
     assert tracking.latest_eval_run(client, "evals", "source") == rid
     assert json.loads(tracking.download_artifact(client, rid, "win_rate_matrix.json")) == {"policies": ["a", "b"]}
@@ -161,7 +189,7 @@ def test_an_eval_run_is_logged_finished_and_found_again_with_its_artifact(store,
 
     # a newer finished eval of the same experiment is the latest; one of policies given by path has no source
     newer_client, newer = tracking.start_eval_run(uri, "evals", ["a"], "source")
-    tracking.log_eval_run(newer_client, newer, {}, {}, out)
+    tracking.log_eval_run(newer_client, newer, {}, {"a": {}}, out)
     _, by_path = tracking.start_eval_run(uri, "evals", ["a"], None)
     assert "source_experiment" not in client.get_run(by_path).data.tags
     assert tracking.latest_eval_run(client, "evals", "source") == newer
