@@ -3,7 +3,10 @@
 Each policy is rebuilt from a checkpoint of ``fit`` (checkpoints carry the run's resolved config, see
 ``lit_nash.checkpointing.RunRecord``), given by path or by MLflow run id (the run's ``checkpoint`` tag), or taken
 from every finished run of an experiment. One preference model judges every match: the one chosen with
-``preference=<option>``, else the first policy's own. Printed and written to ``out``:
+``preference=<option>``, else the first policy's own. One policy is in memory at a time: each is loaded
+(its reference kept, its other snapshots freed), draws ``samples`` responses per prompt and its reference
+draws as many, and it is dropped before the next loads; every match then labels those responses, so all
+entries of a policy's row rest on the same samples (common random numbers). Printed and written to ``out``:
 
 * per policy, the win rate against its own reference with a 95% interval (``lit_nash.evaluation``);
 * the win-rate matrix P(row ≻ column) between the policies, each entry with its interval, the diagonal ½;
@@ -40,12 +43,20 @@ def main(cfg: DictConfig) -> None:
 
 @dataclass
 class Player:
+    """One evaluated policy. Its network is loaded, sampled and dropped in turn (``play_out``): what the matches
+    need afterwards is its responses, its reader and, on a game, its exact distributions."""
+
     name: str
-    policy: Any  # the policy network, rebuilt from its checkpoint
+    policy: Any  # the policy network, rebuilt from its checkpoint; None once it has played out
     config: DictConfig  # the run's resolved config, from the checkpoint
     game: Any  # None for a prompt dataset
     checkpoint: str
-    rollouts: Any = None  # its sampling and labeling (lit_nash.rollout.Rollouts), made once the judge is known
+    prompts: Any = None  # the prompt list (LM) or the number of prompts (tabular): every player shares them
+    reader: Any = None  # what turns its responses into text (an LM's PromptCodec), None for a tabular policy
+    own: list = None  # its responses, one (B, n, ...) tensor per prompt batch
+    ref: list = None  # its reference's responses, the same way
+    log_probs: Any = None  # on a game: its exact log-distribution, and its reference's
+    ref_log_probs: Any = None
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -55,48 +66,81 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_store(str(cfg.tracking_uri), "tracking_uri", "eval")  # before torch loads
     import torch
 
-    from lit_nash.build import build_generator, build_preference
-    from lit_nash.rollout import Rollouts, reads_text
+    from lit_nash.build import build_preference
+    from lit_nash.rollout import reads_text
     source = None if cfg.policies else str(cfg.experiment)  # compare draws the latest evaluation of its experiment
     specs = [str(s) for s in cfg.policies] or runs_of(str(cfg.tracking_uri), str(cfg.experiment), cfg.filter)
-    players = [load_player(spec, str(cfg.tracking_uri)) for spec in specs]
-    unique_names(players)
-    count = shared_prompt_count(players)
-    first = players[0]
-    node = cfg.preference if cfg.get("preference") is not None else first.config.preference
-    preference = build_preference(node, first.game, node.get("_target_"))
-    if not reads_text(preference) and any(hasattr(p.policy, "decode") != hasattr(first.policy, "decode") for p in players):
-        raise SystemExit("lit_nash eval: an exact game oracle reads response ids; the policies must be all tabular or all LMs")
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    for p in players:
-        p.policy.to(device).eval()
-        p.rollouts = Rollouts(p.policy, build_generator(p.config, p.policy), preference)
-    if isinstance(preference, torch.nn.Module):
-        preference.to(device)
-
-    n, N = int(cfg.samples), min(int(cfg.prompts or count), count)
-    if n < 1 or N < 1:
+    n = int(cfg.samples)
+    if n < 1 or (cfg.prompts is not None and int(cfg.prompts) < 1):
         raise SystemExit(f"lit_nash eval: samples and prompts must be >= 1, got samples={n}, prompts={cfg.prompts}")
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(int(cfg.seed))
+    # One policy in memory at a time: each is loaded, samples its responses and its reference's, and is dropped
+    # before the next loads (three full fine-tuning runs of a 135M model: two model copies at a time, not six).
+    players, preference, node, prompt = [], None, None, None
+    for spec in specs:
+        player = load_player(spec, str(cfg.tracking_uri))
+        if not players:
+            node = cfg.preference if cfg.get("preference") is not None else player.config.preference
+            preference = build_preference(node, player.game, node.get("_target_"))
+            if isinstance(preference, torch.nn.Module):
+                preference.to(device)
+        else:
+            check_same_prompts(players[0], player)
+            if not reads_text(preference) and hasattr(player.policy, "decode") != (players[0].reader is not None):
+                raise SystemExit("lit_nash eval: an exact game oracle reads response ids; the policies must be all tabular or all LMs")
+        if prompt is None:
+            count = player.prompts if isinstance(player.prompts, int) else len(player.prompts)
+            prompt = torch.arange(min(int(cfg.prompts or count), count), device=device)
+        play_out(player, preference, device, prompt, n, int(cfg.batch_size))
+        players.append(player)
+    unique_names(players)
+    N = prompt.shape[0]
+
     client = run = None
     if cfg.log_experiment:  # the run exists while the matches play; a signal or an error marks it (marks_run)
         from lit_nash.tracking import start_eval_run
 
         client, run = start_eval_run(str(cfg.tracking_uri), str(cfg.log_experiment), [p.name for p in players], source)
     with marks_run(lambda: (client, run), "eval"):
-        return _evaluate(cfg, players, preference, node, device, n, N, source, client, run)
+        return _evaluate(cfg, players, preference, node, n, N, prompt, source, client, run)
 
 
-def _evaluate(cfg, players, preference, node, device, n, N, source, client, run) -> dict[str, Any]:
+def play_out(player: Player, preference, device, prompt, n: int, batch_size: int) -> None:
+    """Load ``player``'s network on ``device``, sample ``n`` responses per prompt from it and from its reference
+    (``batch_size`` prompts at a time), keep them with its reader and exact distributions, drop the network."""
+    import gc
+
     import torch
 
-    prompt = torch.arange(N, device=device)
-    torch.manual_seed(int(cfg.seed))
+    from lit_nash.build import build_generator
+    from lit_nash.generation import SamplingGroup
+    from lit_nash.rollout import Rollouts
+
+    policy = player.policy.to(device).eval()
+    rollouts = Rollouts(policy, build_generator(player.config, policy), preference)
+    player.own, player.ref = [], []
+    for i in range(0, prompt.shape[0], batch_size):
+        own, ref = rollouts.sample(prompt[i : i + batch_size], [SamplingGroup(k=n), SamplingGroup(k=n, source="ref")])
+        player.own.append(own)
+        player.ref.append(ref)
+    player.reader = getattr(policy, "codec", None)
+    if player.game is not None:
+        with torch.no_grad():
+            player.log_probs = policy.log_probs().detach().double().cpu()
+            player.ref_log_probs = policy.snapshot("ref").detach().double().cpu()
+    player.policy = None
+    del policy, rollouts
+    gc.collect()
+
+
+def _evaluate(cfg, players, preference, node, n, N, prompt, source, client, run) -> dict[str, Any]:
     k = len(players)
-    vs_ref = [match(preference, prompt, p.rollouts, p.rollouts, n, int(cfg.batch_size), b_source="ref") for p in players]
+    vs_ref = [match(preference, prompt, int(cfg.batch_size), p, p, b_ref=True) for p in players]
     matrix = [[None] * k for _ in range(k)]
     for i in range(k):
         for j in range(i + 1, k):
-            matrix[i][j] = match(preference, prompt, players[i].rollouts, players[j].rollouts, n, int(cfg.batch_size))
+            matrix[i][j] = match(preference, prompt, int(cfg.batch_size), players[i], players[j])
     result = {
         "policies": [p.name for p in players],
         "checkpoints": [p.checkpoint for p in players],
@@ -110,7 +154,7 @@ def _evaluate(cfg, players, preference, node, device, n, N, source, client, run)
         "pairs": n * N,
         "source_experiment": source,
     }
-    result.update(exact_values(players, prompt))
+    result.update(exact_values(players, prompt))  # on a game
     out = Path(str(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
     markdown = report(result)
@@ -174,7 +218,11 @@ def load_player(spec: str, tracking_uri: str) -> Player:
         task = game.name if game is not None else Path(str(cfg.data.path)).stem
         algo = next((a.name for a in registry().values() if a.__name__ == str(cfg.algo._target_).rsplit(".", 1)[-1]), "policy")
         name = cfg.logger.get("run_name") or f"{algo}-{task}-seed{cfg.seed}"
-    return Player(name, policy, cfg, game, str(path))
+    for snapshot in policy.snapshot_names():  # eval reads the policy and its reference only: the rest is freed
+        if snapshot != "ref":
+            policy.snapshots.drop(snapshot)
+    prompts = list(policy.prompts) if hasattr(policy, "prompts") else policy.logits.shape[0]
+    return Player(name, policy, cfg, game, str(path), prompts=prompts)
 
 
 def unique_names(players: list[Player]) -> None:
@@ -185,24 +233,15 @@ def unique_names(players: list[Player]) -> None:
             p.name = f"{p.name}_{seen[p.name]}"
 
 
-def shared_prompt_count(players: list[Player]) -> int:
-    """The number of prompts, which every policy must share (same game, or the same prompt list)."""
+def check_same_prompts(first: Player, p: Player) -> None:
+    """Every policy must play the same prompts (the same game, or the same prompt list)."""
     import torch
 
-    def prompts(p: Player):
-        if hasattr(p.policy, "prompts"):
-            return list(p.policy.prompts)
-        return p.policy.logits.shape[0]
-
-    first = players[0]
-    for p in players[1:]:
-        same_game = (first.game is None) == (p.game is None) and (
-            first.game is None or (first.game.P.shape == p.game.P.shape and torch.equal(first.game.P, p.game.P)))
-        if not same_game or prompts(p) != prompts(first):
-            raise SystemExit(f"lit_nash eval: the policies must play the same prompts (the same game or prompt list); "
-                             f"{p.name} differs from {first.name}")
-    prompts0 = prompts(first)
-    return len(prompts0) if isinstance(prompts0, list) else int(prompts0)
+    same_game = (first.game is None) == (p.game is None) and (
+        first.game is None or (first.game.P.shape == p.game.P.shape and torch.equal(first.game.P, p.game.P)))
+    if not same_game or p.prompts != first.prompts:
+        raise SystemExit(f"lit_nash eval: the policies must play the same prompts (the same game or prompt list); "
+                         f"{p.name} differs from {first.name}")
 
 
 def _run(run_id: str, tracking_uri: str):
@@ -215,14 +254,19 @@ def _run(run_id: str, tracking_uri: str):
 
 
 # -- matches and exact values --------------------------------------------------------------------------
-def match(preference, prompt, a, b, n: int, batch_size: int, a_source: str = "policy", b_source: str = "policy"):
-    """The win rate of ``a`` against ``b`` over all prompts, sampled ``batch_size`` prompts at a time."""
+def match(preference, prompt, batch_size: int, a: Player, b: Player, b_ref: bool = False):
+    """The win rate of ``a``'s responses against ``b``'s (``b_ref``: against ``b``'s reference's) over all
+    prompts, labeled ``batch_size`` prompts at a time through ``lit_nash.rollout.label``, as in training. Every
+    match reads the responses each player drew once (``play_out``): all its entries share those samples."""
     import torch
 
-    from lit_nash.evaluation import WinRate, play_match
+    from lit_nash.evaluation import WinRate
+    from lit_nash.rollout import label
 
-    parts = [play_match(preference, prompt[i : i + batch_size], a, b, n, a_source, b_source).p
-             for i in range(0, prompt.shape[0], batch_size)]
+    parts = []
+    for batch, (ra, rb) in enumerate(zip(a.own, b.ref if b_ref else b.own)):
+        at = prompt[batch * batch_size : (batch + 1) * batch_size]
+        parts.append(label(preference, at.to(ra.device), ra, rb.to(ra.device), a.reader, b.reader).detach().cpu())
     return WinRate.of(torch.cat(parts))
 
 
@@ -236,8 +280,8 @@ def exact_values(players: list[Player], prompt) -> dict[str, Any]:
     if players[0].game is None:
         return {}
     P = players[0].game.P.double()[prompt.cpu()]
-    pis = [p.policy.log_probs().detach().double().cpu()[prompt.cpu()] for p in players]
-    refs = [p.policy.snapshot("ref").detach().double().cpu()[prompt.cpu()] for p in players]
+    pis = [p.log_probs[prompt.cpu()] for p in players]
+    refs = [p.ref_log_probs[prompt.cpu()] for p in players]
 
     def rate(log_a, log_b):
         return float(torch.einsum("na,nab,nb->n", log_a.exp(), P, log_b.exp()).mean())

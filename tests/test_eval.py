@@ -173,3 +173,27 @@ def test_eval_names_a_bad_policy(tmp_path):
         assert done.returncode != 0 and message in done.stderr, (policy, done.stderr[-2000:])
     done = run_cli("eval", cwd=tmp_path)  # no policies given, and no finished run in the experiment
     assert done.returncode != 0 and "no finished run with a checkpoint in experiment 'lit_nash'" in done.stderr
+
+
+def test_eval_holds_one_policy_at_a_time_and_only_its_reference(token_runs):
+    """A player keeps only the reference snapshot (EGPO's half step, SPPO's rounds are freed at load) and its
+    network is gone once it has sampled: the next policy loads into the memory it left."""
+    import gc
+    import weakref
+
+    import torch
+
+    from lit_nash.eval import load_player, play_out
+    from lit_nash.build import build_preference
+
+    cwd, _client, runs = token_runs
+    egpo = next(r for r in runs if r.data.tags["algo"] == "egpo")
+    player = load_player(egpo.info.run_id, f"sqlite:///{cwd}/mlruns.db")
+    assert player.policy.snapshot_names() == ["ref"]
+    network = weakref.ref(player.policy)
+    preference = build_preference(player.config.preference, player.game, player.config.preference.get("_target_"))
+    play_out(player, preference, torch.device("cpu"), torch.arange(4), n=3, batch_size=2)
+    gc.collect()
+    assert network() is None and player.policy is None
+    assert [r.shape[:2] for r in player.own] == [(2, 3), (2, 3)] == [r.shape[:2] for r in player.ref]
+    assert player.reader is not None and player.log_probs.shape == player.ref_log_probs.shape == (4, 13)

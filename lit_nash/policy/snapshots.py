@@ -87,6 +87,12 @@ class Snapshots(nn.Module):
             self._put(key, _Entry())
         self.entries[key].fill(tensors)
 
+    def drop(self, name: str) -> None:
+        """Forget snapshot ``name`` and free its tensors (``eval`` keeps only the reference)."""
+        if name not in self:
+            raise KeyError(f"no snapshot {name!r}; taken so far: {self.names()}")
+        del self.entries[_key(name)]
+
     @torch.no_grad()
     def push(self, name: str, tensors: dict[str, Tensor], maxlen: int) -> None:
         """Prepend a copy of ``tensors`` to history ring ``name``: ``name/0`` is the newest, ``maxlen`` kept."""
