@@ -97,12 +97,13 @@ def _preserved_process_state() -> Iterator[None]:
 class VLLMGenerator:
     def __init__(self, network, dtype: str | None = None, enforce_eager: bool | None = None, seed: int = 0,
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float | None = None,
-                 max_num_seqs: int | None = None, engine: dict | None = None):
+                 max_num_seqs: int | None = None, max_model_len: int | None = None, engine: dict | None = None):
         """``network`` is a ``CausalLMPolicy``. ``dtype``: the engine's (null: the policy's parameters').
         ``enforce_eager``: null = eager on a CPU (start-up in seconds; compiled adds minutes of start-up, cached
         under ~/.cache/vllm), compiled with CUDA graphs on a GPU. ``gpu_memory_utilization``: the share of GPU
         memory the engine may take, next to training; ``kv_cache_gib``: the KV cache size instead (on a CPU
-        null takes ``VLLM_CPU_KVCACHE_SPACE``, default 1 GiB). ``engine``: more ``vllm.LLM`` keywords."""
+        null takes ``VLLM_CPU_KVCACHE_SPACE``, default 1 GiB; it must hold one sequence of ``max_model_len``, null:
+        the model's context length). ``engine``: more ``vllm.LLM`` keywords."""
         if getattr(network, "sharded", False):
             raise ValueError("generator=vllm pushes the whole policy into its engine; a sharded policy "
                              "(trainer=fsdp) samples with generator=hf")
@@ -111,6 +112,7 @@ class VLLMGenerator:
         self.network = network
         self.dtype, self.enforce_eager, self.seed = dtype, enforce_eager, int(seed)
         self.gpu_memory_utilization, self.kv_cache_gib, self.max_num_seqs = gpu_memory_utilization, kv_cache_gib, max_num_seqs
+        self.max_model_len = max_model_len
         self.engine_kwargs = dict(engine or {})
         self._llm = None
         self._loaded: tuple[str, tuple] | None = None  # (source, fingerprint) of the weights in the engine
@@ -153,6 +155,8 @@ class VLLMGenerator:
             kwargs["kv_cache_memory_bytes"] = int(float(self.kv_cache_gib) * 2**30)
         if self.max_num_seqs is not None:
             kwargs["max_num_seqs"] = int(self.max_num_seqs)
+        if self.max_model_len is not None:
+            kwargs["max_model_len"] = int(self.max_model_len)
         kwargs.update(self.engine_kwargs)
         with _preserved_process_state():
             return vllm.LLM(**kwargs)

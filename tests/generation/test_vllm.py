@@ -85,14 +85,14 @@ def counts(a, A):
 
 
 def test_samples_follow_the_exact_distribution_on_the_token_game(trained):
-    """4000 samples per prompt at the policy's own settings against the exact distribution over the 13
+    """3000 samples per prompt at the policy's own settings against the exact distribution over the 13
     actions (12 responses + invalid): Pearson's chi-square per prompt (bins of expected count < 5 pooled)
-    has p > 1e-3, and the total variation distance is below 0.03 (its expected size at n = 4000 is
-    about 0.01). Seeded: the verdict is the same every run."""
+    has p > 1e-3, and the total variation distance is below 0.04 (its expected size at n = 3000 is
+    about 0.015). Seeded: the verdict is the same every run."""
     from scipy.stats import chisquare
 
     policy, generator, _ = trained
-    n = 4000
+    n = 3000
     (samples,) = generator.generate(PROMPTS, [SamplingGroup(k=n, seed=123)])
     observed = counts(actions(policy, samples.responses), GAME.num_actions)
     exact = policy.log_probs().exp().double()
@@ -104,17 +104,17 @@ def test_samples_follow_the_exact_distribution_on_the_token_game(trained):
         exp = torch.cat([expected[~small], expected[small].sum()[None]]) if small.any() else expected
         assert chisquare(obs.numpy(), exp.numpy()).pvalue > 1e-3, (x, observed[x].tolist(), expected.tolist())
         tv = 0.5 * (observed[x] / n - exact[x]).abs().sum()
-        assert tv < 0.03, (x, float(tv))
+        assert tv < 0.04, (x, float(tv))
 
 
 def test_tempered_filtered_samples_match_the_hf_generators(trained):
     """Temperature 2 with top-k 3 (online IPO's proposal) and temperature 0.7 with top-p 0.8: the action
-    counts of 3000 vLLM samples and 3000 hf samples per prompt are one distribution (chi-square test of
+    counts of 2000 vLLM samples and 2000 hf samples per prompt are one distribution (chi-square test of
     homogeneity, p > 1e-3 on every prompt, empty bins dropped)."""
     from scipy.stats import chi2_contingency
 
     policy, generator, hf = trained
-    n = 3000
+    n = 2000
     for settings in (dict(temperature=2.0, top_k=3), dict(temperature=0.7, top_p=0.8)):
         (v,) = generator.generate(PROMPTS, [SamplingGroup(k=n, seed=7, **settings)])
         (h,) = hf.generate(PROMPTS, [SamplingGroup(k=n, seed=7, **settings)])
@@ -152,10 +152,13 @@ def test_samples_have_the_hf_layout_seeds_and_log_probs(trained):
     assert not torch.equal(*unseeded)  # a seed drawn from torch's global stream
 
 
-CASES = [(arch, lora) for arch in ("gpt2", "llama") for lora in (False, True)]
+# the default run: GPT-2 fully fine-tuned and Llama with LoRA (merged-weight pushes); the other two are slow
+CASES = [pytest.param(arch, lora, id=f"{arch}-lora{int(lora)}",
+                      marks=[pytest.mark.slow] if (arch == "llama") != lora else [])
+         for arch in ("gpt2", "llama") for lora in (False, True)]
 
 
-@pytest.mark.parametrize("arch,lora", CASES, ids=[f"{a}-lora{int(lo)}" for a, lo in CASES])
+@pytest.mark.parametrize("arch,lora", CASES)
 def test_after_training_the_engine_samples_the_trained_weights(paths, arch, lora):
     """Train a few AdamW steps, sync: vLLM's greedy outputs are the training model's (its own Hugging Face
     greedy decoding). A sync without a change pushes nothing; a change the rollout did not flag (more steps,
@@ -238,7 +241,7 @@ def test_smollm2_greedy_outputs_match_after_a_step():
     the engine's greedy continuations of 4 chat prompts equal the training model's (16 new tokens)."""
     prompts = [json.loads(line)["prompt"] for line in INSTRUCTIONS.read_text().splitlines()[:4]]
     policy = CausalLMPolicy(str(SMOLLM2), prompts=prompts, max_new_tokens=16)
-    generator = VLLMGenerator(policy, kv_cache_gib=0.25)
+    generator = VLLMGenerator(policy, kv_cache_gib=0.25, max_model_len=1024)
     x = torch.arange(len(prompts))
     ids, mask = policy.codec.prompt_batch(x, 1, "cpu")
 
