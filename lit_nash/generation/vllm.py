@@ -15,7 +15,8 @@ Sources: the policy, and any snapshot (EGPO's and Nash-MP's half step, Nash-MP's
 a group from a snapshot pushes that snapshot's weights, and the next policy group pushes the policy back
 (one full weight copy each way; a snapshot that has not changed since it was pushed is not pushed again).
 The token-level geometric mixture of two models (Nash-MD, ``algo.opponent=mixture``) has no vLLM form:
-``check_algorithm`` refuses it when the run is built, naming ``generator=hf``.
+``check_algorithm`` refuses it when the run is built, naming ``generator=hf``. The engine lives in one training
+process: a sharded policy (FSDP) and a multi-process run (DDP) are refused with the same advice.
 
 Samples match ``HFGenerator``'s: (N, k, T) token ids ending with EOS then pad (a row cut at its limit has no
 EOS), T the longest row of the call, cut at each group's own limit; the group's seed (or one drawn from
@@ -95,6 +96,21 @@ def _preserved_process_state() -> Iterator[None]:
         torch.set_default_dtype(dtype)
 
 
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """vLLM's logger ``name`` at ERROR inside the block: its reload warns on every push for each layer whose
+    only tensors are derived ones (Llama's rotary cos/sin cache, correctly kept as it was)."""
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class VLLMGenerator:
     def __init__(self, network, dtype: str | None = None, enforce_eager: bool | None = None, seed: int = 0,
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float | None = None,
@@ -134,6 +150,11 @@ class VLLMGenerator:
         return self._llm
 
     def _build(self):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError("generator=vllm runs its engine inside one training process, and this run has "
+                             f"{dist.get_world_size()} (trainer=ddp or fsdp): use generator=hf")
         for key, value in ENV.items():
             os.environ.setdefault(key, value)
         on_gpu = self.network.device.type == "cuda"
@@ -222,7 +243,7 @@ class VLLMGenerator:
         if self._loaded == (source, mark):
             return
         llm = self.llm
-        with _preserved_process_state():
+        with _preserved_process_state(), _quiet("vllm.model_executor.model_loader.reload.layerwise"):
             llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights(), is_checkpoint_format=True))
         llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         self._loaded = (source, mark)
