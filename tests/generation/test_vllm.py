@@ -35,7 +35,7 @@ def _vllm_missing() -> str | None:
 
 
 MISSING = _vllm_missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+needs_vllm = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")  # all but the refusal, which starts no engine
 
 GAME = token_game()
 PROMPTS = torch.arange(GAME.num_prompts)
@@ -53,7 +53,7 @@ def paths(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(paths):
+def trained(paths):  # only requested by tests that need vLLM
     """A GPT-2 policy trained a few steps toward the valid responses (a distribution worth testing: most
     mass on the game's responses, some on the invalid action), its vLLM generator and hf generator."""
     policy = CausalLMPolicy(paths["gpt2"], game=GAME, max_new_tokens=3)
@@ -84,6 +84,7 @@ def counts(a, A):
     return torch.stack([torch.bincount(row, minlength=A) for row in a]).double()
 
 
+@needs_vllm
 def test_samples_follow_the_exact_distribution_on_the_token_game(trained):
     """3000 samples per prompt at the policy's own settings against the exact distribution over the 13
     actions (12 responses + invalid): Pearson's chi-square per prompt (bins of expected count < 5 pooled)
@@ -107,6 +108,7 @@ def test_samples_follow_the_exact_distribution_on_the_token_game(trained):
         assert tv < 0.04, (x, float(tv))
 
 
+@needs_vllm
 def test_tempered_filtered_samples_match_the_hf_generators(trained):
     """Temperature 2 with top-k 3 (online IPO's proposal) and temperature 0.7 with top-p 0.8: the action
     counts of 2000 vLLM samples and 2000 hf samples per prompt are one distribution (chi-square test of
@@ -125,6 +127,7 @@ def test_tempered_filtered_samples_match_the_hf_generators(trained):
             assert chi2_contingency(table.numpy()).pvalue > 1e-3, (settings, x, cv[x].tolist(), ch[x].tolist())
 
 
+@needs_vllm
 def test_samples_have_the_hf_layout_seeds_and_log_probs(trained):
     """(N, k, T) ids ending with EOS then pad, T the call's longest row cut at a group's own limit; a group's
     seed gives the same samples again, whatever torch's global stream holds and whatever it is fused with, and
@@ -158,6 +161,7 @@ CASES = [pytest.param(arch, lora, id=f"{arch}-lora{int(lora)}",
          for arch in ("gpt2", "llama") for lora in (False, True)]
 
 
+@needs_vllm
 @pytest.mark.parametrize("arch,lora", CASES)
 def test_after_training_the_engine_samples_the_trained_weights(paths, arch, lora):
     """Train a few AdamW steps, sync: vLLM's greedy outputs are the training model's (its own Hugging Face
@@ -219,6 +223,7 @@ def test_nash_md_is_refused_when_the_run_is_built(paths):
     assert generator._llm is None
 
 
+@needs_vllm
 def test_fit_with_the_vllm_generator_through_the_cli(tmp_path):
     """`fit task=token_game algo=egpo generator=vllm`: EGPO's second call samples its half step (a snapshot
     pushed into the engine and back); the run finishes and logs train/generator_logprob_gap, small in fp32."""
@@ -234,6 +239,7 @@ def test_fit_with_the_vllm_generator_through_the_cli(tmp_path):
     assert gaps and all(0 <= g.value < 1e-3 for g in gaps), [g.value for g in gaps]
 
 
+@needs_vllm
 @pytest.mark.slow
 @pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: bash /work/shared/real_models/prepare.sh /work/real_models")
 def test_smollm2_greedy_outputs_match_after_a_step():
