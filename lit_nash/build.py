@@ -118,6 +118,8 @@ def assemble(network, algorithm, preference, data=None, *, sampled: bool = True,
                          f"{type(network).__name__} policy writes none: use a language-model policy")
     if generator is None:
         generator = HFGenerator(network) if hasattr(network, "decode") else TabularSampler(network)
+    if hasattr(generator, "check_algorithm"):  # what a generator cannot sample is refused now, not at step 1
+        generator.check_algorithm(algorithm)
     policy = PolicyModule(network, algorithm, optimizer, sampled=sampled, **training)
     rollouts = Rollouts(network, generator, preference)
     if sampled:

@@ -65,6 +65,9 @@ class PolicyModule(L.LightningModule):
             self.rollouts.stale = True
         if is_logging_step(self.trainer):
             self.log("train/loss", loss, batch_size=1)
+            gap = generator_logprob_gap(batch)
+            if gap is not None:
+                self.log("train/generator_logprob_gap", gap, batch_size=1)
         return loss
 
     def backward_loss(self, batch: Rollout | ExactTarget) -> Tensor:
@@ -120,6 +123,16 @@ class PolicyModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Create the snapshots a checkpoint holds so ``load_state_dict`` fills them."""
         self.network.register_checkpoint(checkpoint["state_dict"], prefix="network.")
+
+
+def generator_logprob_gap(batch) -> Tensor | None:
+    """Mean |log π_gen − log π_t| over the responses the generator sampled from the policy: how far the
+    generator's log-probs (vLLM's kernels, its dtype) are from the training model's, which the losses use."""
+    if not isinstance(batch, Rollout) or batch.generator_logp is None or batch.policy_logp is None:
+        return None
+    diff = (batch.generator_logp - batch.policy_logp.to(batch.generator_logp)).abs()
+    diff = diff[torch.isfinite(diff)]
+    return diff.mean() if diff.numel() else None
 
 
 # 1. the data ----------------------------------------------------------------------------------------------
@@ -213,7 +226,10 @@ class RolloutDataModule(L.LightningDataModule):
                 module.rollouts, self._placed = self.rollouts, True
             new_round = bool(batch["new_round"]) or not self.algorithm.uses_rounds or self.epochs_per_round == 1
             if new_round or self.round is None:
-                self.round = self.algorithm.rollout(self.rollouts, batch["prompt"])
+                with self.rollouts.recording() as generated:
+                    self.round = self.algorithm.rollout(self.rollouts, batch["prompt"])
+                if self.round.generator_logp is None:
+                    self.round.generator_logp = self.rollouts.generator_log_probs(self.round, generated)
             return self.round
 
     def state_dict(self) -> dict[str, Any]:

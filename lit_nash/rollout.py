@@ -16,6 +16,7 @@ tabular policy, whose responses are action indices).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
@@ -136,6 +137,7 @@ class Rollouts:
         self.network, self.generator, self.preference = network, generator, preference
         self.profiler = profiler or PassThroughProfiler()
         self.stale = False  # the weights changed since the generator last sampled
+        self.generated: list[tuple[Tensor, Tensor, Tensor]] | None = None  # see ``recording``
 
     @property
     def reader(self):
@@ -148,9 +150,46 @@ class Rollouts:
         if self.stale:
             self.generator.sync()
             self.stale = False
+        record = self.generated is not None and getattr(self.generator, "reports_log_probs", False)
         with self.profiler.profile("generate"):
-            out = self.generator.generate(prompt, list(groups), return_log_probs=return_log_probs)
+            out = self.generator.generate(prompt, list(groups), return_log_probs=return_log_probs or record)
+        if record:
+            self.generated += [(prompt, s.responses, s.log_probs) for g, s in zip(groups, out) if g.source == "policy"]
         return [(s.responses, s.log_probs) for s in out] if return_log_probs else [s.responses for s in out]
+
+    @contextmanager
+    def recording(self):
+        """Inside the block, the policy's samples and the log-probs its generator reported for them are kept
+        (a generator with ``reports_log_probs``, whose log-probs come free: vLLM), for ``generator_log_probs``."""
+        self.generated = []
+        try:
+            yield self.generated
+        finally:
+            self.generated = None
+
+    def generator_log_probs(self, rollout: Rollout, generated: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor | None:
+        """(N, m): the generator's log-probs of the rollout's responses, reduced as the loss reduces them, where
+        it sampled them from the policy in ``generated`` (the same prompt and every token up to the first EOS);
+        NaN elsewhere (a snapshot's or a mixture's samples). None when nothing was recorded."""
+        if not generated or rollout.responses.dim() != 3:
+            return None
+        table: dict[tuple[int, tuple[int, ...]], float] = {}
+        for prompt, responses, logp in generated:
+            for x, key, lp in zip(prompt.repeat_interleave(responses.shape[1]).tolist(), self._keys(responses),
+                                  logp.reshape(-1).tolist()):
+                table[(x, key)] = lp
+        N, m, _ = rollout.responses.shape
+        out = []
+        for x, key in zip(rollout.prompt.repeat_interleave(m).tolist(), self._keys(rollout.responses)):
+            lp = table.get((x, key), float("nan"))
+            out.append(lp / max(1, len(key)) if rollout.reduction == "mean" else lp)
+        return torch.tensor(out, dtype=torch.float32).view(N, m).to(rollout.responses.device)
+
+    def _keys(self, responses: Tensor) -> list[tuple[int, ...]]:
+        """Each response's scored tokens (up to and including the first EOS), flattened over (N, k)."""
+        flat = responses.reshape(-1, responses.shape[-1]).cpu()
+        mask = self.network.response_mask(flat)
+        return [tuple(row[keep].tolist()) for row, keep in zip(flat, mask)]
 
     @torch.no_grad()
     def label(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
