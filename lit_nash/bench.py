@@ -99,6 +99,8 @@ def build_spec_files(cfg: DictConfig) -> None:
     from lit_nash.models import tiny_causal_lm, tiny_sequence_classifier
 
     spec = cfg.bench.spec
+    if spec is None:  # a spec of real models (task=bench_real): every path is given
+        return
     root = Path(cfg.output_dir) / "bench_spec"
     words = [f"w{i}" for i in range(spec.vocab_words)]
     with open_dict(cfg):
