@@ -79,6 +79,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "generated_tokens_per_s": sum(s["tokens"] for s in kept) / seconds,
         "peak_memory_mb": peak_memory_mb(policy.device),
         "memory": "cuda_max_allocated" if policy.device.type == "cuda" else "max_rss",
+        "memory_floor_mb": memory_floor_mb(parts, trainer),
         "threads": torch.get_num_threads(),
         "bf16": bf16_capability(policy.device),
         "config": {"prompts_per_step": cfg.rollout.prompts_per_step, "max_new_tokens": cfg.policy.max_new_tokens,
@@ -196,6 +197,53 @@ def peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def memory_floor_mb(parts, trainer) -> dict[str, float]:
+    """The tensors the algorithm must hold, in MiB, each counted once (shared storage once): the policy's
+    parameters (a frozen base included), the gradients of its trainable ones, the optimizer state, the
+    snapshots it reads, a two-call algorithm's saved θ_t and optimizer state, the preference model. On a CPU
+    the peak (max RSS) adds the Python and torch runtime and the activations to this floor."""
+    import torch
+
+    seen: set[int] = set()
+
+    def mib(tensors) -> float:
+        total = 0
+        for t in tensors:
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            key = t.untyped_storage().data_ptr()
+            if key in seen:
+                continue
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return total / 2**20
+
+    def flat(value):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from flat(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from flat(v)
+
+    network, optimizer = parts.network, trainer.optimizers[0] if trainer.optimizers else None
+    trainable = sum(p.numel() * p.element_size() for p in network.parameters() if p.requires_grad) / 2**20
+    split = {
+        "snapshots": mib(network.snapshots.buffers()),  # full-FT snapshots are copies; LoRA's hold adapters
+        "parameters": mib(network.parameters()),
+        "gradients": trainable,
+        "optimizer_state": mib(flat(optimizer.state_dict()["state"])) if optimizer is not None else 0.0,
+        "preference": mib(flat(list(parts.preference.state_dict().values())))
+        if isinstance(parts.preference, torch.nn.Module) else 0.0,
+    }
+    # EGPO's and Nash-MP's first call keeps θ_t and the optimizer state to come back to (two_call.TwoCallStep)
+    split["saved_iterate"] = trainable + split["optimizer_state"] if hasattr(parts.algorithm, "two_call") else 0.0
+    split["total"] = sum(split.values())
+    return {k: round(v, 3) for k, v in split.items()}
 
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # the CPU features that make bf16 matmuls fast (ENVIRONMENT.md §7)

@@ -29,6 +29,16 @@ def test_bench_prints_one_json_line_with_every_field(tmp_path, algo, precision):
     assert result["median_step_s"] >= split["generate"]
     assert result["prompts_per_s"] > 0 and result["generated_tokens_per_s"] > 0 and result["peak_memory_mb"] > 0
     assert result["versions"]["torch"].startswith("2.") and result["memory"] == "max_rss"
+    # the floor: the spec's GPT-2 parameters (1 layer, width 32, 64-token vocabulary) counted from the config,
+    # their gradients and AdamW's two moments, the reference snapshot (a full copy), a reward model of the
+    # same shape; on a CPU the peak RSS adds the runtime to it
+    floor = result["memory_floor_mb"]
+    assert set(floor) == {"snapshots", "parameters", "gradients", "optimizer_state", "preference", "saved_iterate", "total"}
+    assert floor["gradients"] == pytest.approx(floor["parameters"], rel=0.01)  # full fine-tuning, fp32
+    assert floor["optimizer_state"] == pytest.approx(2 * floor["parameters"], rel=0.01)  # AdamW's exp_avg, exp_avg_sq
+    assert floor["snapshots"] == pytest.approx(floor["parameters"], rel=0.01)  # ref
+    assert floor["total"] == pytest.approx(sum(v for k, v in floor.items() if k != "total"), abs=0.01)
+    assert 0 < floor["total"] < result["peak_memory_mb"]
     assert result["config"] == {"prompts_per_step": 2, "max_new_tokens": 4, "k": result["config"]["k"],
                                 "dtype": "float32", "precision": precision, "lr": 1e-05, "lora": False}
     # the CPU's bf16 features, as lscpu (a second reader of the same kernel report) names them
