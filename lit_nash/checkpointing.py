@@ -9,13 +9,22 @@ non-finite loss) writes nothing, so the last good checkpoint stays.
 A checkpoint holds everything a run needs to continue bit-identically: the policy (or its adapters) and
 every snapshot, the optimizer and schedulers, the algorithm's schedule state (callbacks' state), the loop
 and data position (Lightning's loops; the prompt stream is keyed by the step), the RNG states
-(``RNGCheckpoint``), the resolved run config and the MLflow run it logs to (``RunRecord``).
+(``RNGCheckpoint``, every rank's), the resolved run config and the MLflow run it logs to (``RunRecord``).
+
+Sharded training (``trainer=fsdp`` with ``strategy.save_distributed_checkpoint=true``) writes ``last.ckpt`` as a
+folder: one shard file per rank, the shards' index and ``meta.pt`` (everything else, written by rank 0).
+Every rank writes into a temporary sibling folder; once all are done, rank 0 swaps it in for the previous
+one (``replace_path``), so a kill during a sharded save leaves the previous folder too
+(``lit_nash.sharding``).
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -32,6 +41,7 @@ from lit_nash.tracking import CONFIG_KEY, RUN_KEY, checkpoint_of_run, latest_che
 from lit_nash.validate import integer
 
 LAST = "last.ckpt"
+META = "meta.pt"  # a sharded checkpoint folder's non-sharded part (Lightning's _METADATA_FILENAME)
 PENDING = "lit_nash_pending_metrics"  # the saved step's metrics, not yet sent to the loggers when it was saved
 
 
@@ -82,6 +92,79 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
+def is_sharded(path: Path) -> bool:
+    """A sharded checkpoint: a folder with the shards and ``meta.pt`` (Lightning's own test)."""
+    return path.is_dir() and (path / META).is_file()
+
+
+def checkpoint_file(path: Path) -> Path:
+    """The file that holds a checkpoint's run config, step and run record: the checkpoint file itself, or a
+    sharded folder's ``meta.pt``."""
+    return path / META if path.is_dir() else path
+
+
+def _fsync(path: Path, folder: bool = False) -> None:
+    if folder and not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(path, os.O_DIRECTORY if folder else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system or
+    the filesystem cannot (then nothing changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)  # glibc 2.28+
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # not on this filesystem
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_path(new: Path, path: Path) -> None:
+    """Put the complete checkpoint ``new`` (a file or a sharded folder, a sibling of ``path``) at ``path``,
+    replacing what is there, durably. A folder cannot be renamed over another, so the two are swapped
+    atomically (``renameat2(RENAME_EXCHANGE)``) and the old one, now at ``new``, is removed. Where the
+    filesystem cannot swap, the old one is renamed to ``.<name>.old-<pid>`` first: a kill between the two
+    renames leaves no ``path`` but that complete previous checkpoint, which ``restore_interrupted_swap``
+    puts back on the next start (or resume)."""
+    for file in [new] if new.is_file() else [f for f in new.rglob("*") if f.is_file()]:
+        _fsync(file)
+    if new.is_dir():
+        _fsync(new, folder=True)
+    if not path.exists():
+        os.rename(new, path)
+    elif new.is_file() and path.is_file():
+        os.replace(new, path)
+    elif _exchange(new, path):
+        _remove(new)  # the previous checkpoint
+    else:
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.rename(path, old)
+        os.rename(new, path)
+        _remove(old)
+    _fsync(path.parent, folder=True)  # make the renames themselves durable
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint write failed (the temporary file is removed): the message names the file, the error, the
     checkpoint that is kept and the fix. ``fit`` prints it as one line."""
@@ -93,7 +176,7 @@ class CheckpointWriteError(OSError):
         reason = error.strerror or str(error)
         full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         fix = f"free space on that disk (df -h {str(path.parent)!r})" if full else f"make {str(path.parent)!r} writable"
-        if path.is_file():
+        if path.exists():
             kept, fix = f"the previous one there is intact (step {_step(path)})", f"{fix}, then continue with resume={path}"
         else:
             kept = "no earlier checkpoint was there"
@@ -106,12 +189,13 @@ class CheckpointWriteError(OSError):
 def _step(path: Path) -> Any:
     """The optimizer step a checkpoint file holds ('?' if it cannot be read)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", "?")
+        return torch.load(checkpoint_file(path), map_location="cpu", weights_only=True, mmap=True).get("global_step", "?")
     except Exception:
         return "?"
 
 
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")  # AtomicCheckpointIO's temporary file
+# AtomicCheckpointIO's temporary file, a sharded save's temporary folder, replace_path's previous checkpoint
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)")
 
 
 def _alive(pid: int) -> bool:
@@ -125,22 +209,41 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the temporary files (``.<name>.tmp-<pid>``) that a writer killed mid-write (SIGKILL, power) left
-    in ``folder``: those whose process is gone. A live process's file is a write in progress and stays."""
+    """Remove the temporary files and sharded folders (``.<name>.tmp-<pid>``) that a writer killed mid-write
+    (SIGKILL, power) left in ``folder``: those whose process is gone. A live process's temporary is a write
+    in progress and stays. A previous checkpoint that a killed swap left (``.<name>.old-<pid>``) is put back
+    if ``<name>`` is missing (``restore_interrupted_swap``), else removed."""
+    for name in {m["name"] for p in (folder.iterdir() if folder.is_dir() else ()) if (m := _TEMPORARY.fullmatch(p.name))}:
+        restore_interrupted_swap(folder / name)
     stale = [p for p in (folder.iterdir() if folder.is_dir() else ())
-             if (m := _TEMPORARY.fullmatch(p.name)) and p.is_file() and not _alive(int(m["pid"]))]
+             if (m := _TEMPORARY.fullmatch(p.name)) and not _alive(int(m["pid"]))]
     for p in stale:
-        p.unlink(missing_ok=True)
+        _remove(p)
     if stale:
         print(f"lit_nash fit: removed {len(stale)} temporary checkpoint file(s) left in {folder} by killed writers: "
               f"{', '.join(p.name for p in stale)}", file=sys.stderr)
     return stale
 
 
+def restore_interrupted_swap(path: Path) -> bool:
+    """``path`` is missing but a killed ``replace_path`` left its previous checkpoint (``.<name>.old-<pid>``,
+    complete, of a process that is gone): rename it back. True if it did."""
+    if path.exists() or not path.parent.is_dir():
+        return False
+    for p in path.parent.glob(f".{glob.escape(path.name)}.old-*"):
+        if (m := _TEMPORARY.fullmatch(p.name)) and m["name"] == path.name and not _alive(int(m["pid"])):
+            os.rename(p, path)
+            print(f"lit_nash fit: {path} was being replaced when its writer was killed; put the previous checkpoint "
+                  f"back ({p.name})", file=sys.stderr)
+            return True
+    return False
+
+
+
 def check_owner(path: Path, resume_from: str | None) -> None:
     """A run writes only its own ``last.ckpt``: refuse a checkpoint file that belongs to another run (another
     run's uuid or MLflow run id, see ``RunRecord``), unless this command resumes that run."""
-    if not path.is_file() or (resume_from is not None and Path(resume_from).resolve() == path.resolve()):
+    if not path.exists() or (resume_from is not None and Path(resume_from).resolve() == path.resolve()):
         return
     theirs = _record(path)
     if resume_from is not None and _same_run(_record(Path(resume_from)), theirs):
@@ -156,7 +259,7 @@ def check_owner(path: Path, resume_from: str | None) -> None:
 def _record(path: Path) -> dict[str, Any]:
     """The run record a checkpoint carries ({} if it has none or cannot be read)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(RUN_KEY) or {}
+        return torch.load(checkpoint_file(path), map_location="cpu", weights_only=True, mmap=True).get(RUN_KEY) or {}
     except Exception:
         return {}
 
@@ -252,13 +355,12 @@ RESUMABLE = ("trainer.max_steps", "trainer.enable_progress_bar", "checkpoint.eve
 def find_checkpoint(resume: str, tracking_uri: str | None, experiment: str | None) -> Path:
     """The checkpoint file that ``resume=`` names: a checkpoint file, a run folder (its
     ``checkpoints/last.ckpt``), an MLflow run id (its ``checkpoint`` tag), or ``last`` (the newest run of
-    the experiment that has a checkpoint)."""
+    the experiment that has a checkpoint). A checkpoint is a file or a sharded folder (``trainer=fsdp``)."""
     resume = str(resume)
     path = Path(resume).expanduser()
-    if path.is_file():
-        return path
-    for candidate in (path / LAST, path / "checkpoints" / LAST):
-        if path.is_dir() and candidate.is_file():
+    for candidate in (path, path / LAST, path / "checkpoints" / LAST):
+        restore_interrupted_swap(candidate)
+        if candidate.is_file() or is_sharded(candidate):
             return candidate
     if path.is_dir():
         raise FileNotFoundError(f"resume={resume!r}: the folder holds no {LAST} (nor checkpoints/{LAST})")
@@ -283,7 +385,7 @@ def load_checkpoint(path: Path, command: str, mmap: bool = False) -> dict[str, A
 
     fix = "give a checkpoint written by `python -m lit_nash fit` (<run folder>/checkpoints/last.ckpt)"
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        checkpoint = torch.load(checkpoint_file(path), map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         found = _GLOBAL.search(str(e))
         what = f"the global {found[1]}" if found else "objects other than tensors and plain values"
@@ -293,7 +395,8 @@ def load_checkpoint(path: Path, command: str, mmap: bool = False) -> dict[str, A
         first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""  # torch's first sentence
         raise SystemExit(f"lit_nash {command}: {str(path)!r} is not a readable checkpoint (truncated, or not a torch "
                          f"checkpoint: {type(e).__name__}{': ' + first if first else ''}); {fix}") from None
-    if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
+    weights = isinstance(checkpoint, dict) and ("state_dict" in checkpoint or is_sharded(path))  # or in its shards
+    if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or not weights:
         raise SystemExit(f"lit_nash {command}: {str(path)!r} holds no run config: it was not written by "
                          "`python -m lit_nash fit`, so it is not a lit_nash checkpoint; give a fit run's "
                          "<run folder>/checkpoints/last.ckpt")

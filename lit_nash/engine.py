@@ -121,8 +121,10 @@ class PolicyModule(L.LightningModule):
             self.network.shard(self.device_mesh)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Create the snapshots a checkpoint holds so ``load_state_dict`` fills them."""
-        self.network.register_checkpoint(checkpoint["state_dict"], prefix="network.")
+        """Create the snapshots a checkpoint holds so ``load_state_dict`` fills them. A sharded checkpoint's
+        weights are loaded by the strategy, before this hook (``lit_nash.sharding``): no ``state_dict`` here."""
+        if "state_dict" in checkpoint:
+            self.network.register_checkpoint(checkpoint["state_dict"], prefix="network.")
 
 
 def generator_logprob_gap(batch) -> Tensor | None:

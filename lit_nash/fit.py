@@ -87,7 +87,7 @@ def fit(cfg: DictConfig) -> float | None:
         callbacks.append(progress_bar())
     trainer: L.Trainer = build_trainer(cfg, logger=logger, callbacks=callbacks)
     parts.rollouts.profiler = trainer.profiler
-    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # FSDP's sharded checkpoints keep their own
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a sharded save swaps its folder in (sharding.py)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     if not run.get("run_id"):  # a new MLflow run (a resumed one too, when its store moved or was deleted)
         logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))

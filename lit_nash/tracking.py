@@ -283,7 +283,7 @@ def checkpoint_of_run(tracking_uri: str | None, run_id: str) -> Path:
     except Exception as e:  # mlflow raises its own MlflowException for an unknown id
         raise FileNotFoundError(f"resume={run_id!r}: no such MLflow run in {tracking_uri}") from e
     tag = run.data.tags.get("checkpoint")
-    if not tag or not Path(tag).is_file():
+    if not tag or not Path(tag).exists():  # a file, or a sharded folder
         raise FileNotFoundError(f"resume={run_id!r}: the run has no checkpoint on disk (tag checkpoint={tag!r})")
     return Path(tag)
 
@@ -295,7 +295,7 @@ def latest_checkpoint(tracking_uri: str | None, experiment: str | None) -> Path:
     runs = store.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"]) if found else []
     for run in runs:
         tag = run.data.tags.get("checkpoint")
-        if tag and Path(tag).is_file():
+        if tag and Path(tag).exists():  # a file, or a sharded folder
             return Path(tag)
     raise FileNotFoundError(f"resume=last: no run of experiment {experiment!r} in {tracking_uri} has a checkpoint on disk")
 

@@ -82,3 +82,24 @@ class SlowGameOracle(GameOracle):
             raise RuntimeError("tests.faults.SlowGameOracle: the injected failure")
         time.sleep(self.seconds)
         return super().prob(prompt, a, b)
+
+
+class FailShardedSaveAt(L.Callback):
+    """The sharded checkpoint save at optimizer step ``step`` fails midway on rank ``rank``: that rank writes
+    its shard, then raises before the save completes (the other ranks have written theirs, or are writing).
+    Lightning then kills the other processes (its child-process observer), as a crash mid-save would."""
+
+    def __init__(self, step: int, rank: int = 1):
+        self.step, self.rank = int(step), int(rank)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:  # before the checkpoint callback
+            from lightning.pytorch.strategies import model_parallel
+
+            real = model_parallel._distributed_checkpoint_save
+
+            def fail(state, path):
+                real(state, path)
+                raise RuntimeError(f"tests.faults.FailShardedSaveAt: the sharded save into {path} failed midway")
+
+            model_parallel._distributed_checkpoint_save = fail

@@ -26,7 +26,7 @@ from lit_nash.guards import check_finite
 from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, load_tokenizer, resolve_pad_token
 from lit_nash.policy.network import SnapshotMixin
 from lit_nash.policy.prompts import PromptCodec
-from lit_nash.policy.snapshots import PREFIX, Snapshots
+from lit_nash.policy.snapshots import PREFIX, Snapshots, _name
 from lit_nash.sharding import parameters_at_rest
 from lit_nash.validate import in_unit_interval, integer, positive
 
@@ -310,6 +310,15 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
             self.snapshots.take(name, self.trainable_state())
 
     def register_checkpoint(self, state_dict: dict[str, Tensor], prefix: str = "") -> None:
-        """Create the snapshots a checkpoint's state dict holds, so ``load_state_dict`` fills them."""
-        self.snapshots.register_from_state_dict(state_dict, prefix + PREFIX, self.device)
+        """Create the snapshots a checkpoint's state dict holds, so ``load_state_dict`` fills them. Sharded, the
+        shards load into existing buffers of the weights' layout: given the checkpoint's keys (its values are
+        still on disk), each missing snapshot starts as a shard-sized copy of the weights, which the load
+        overwrites."""
+        if self.sharded:
+            head = prefix + PREFIX + "entries."
+            for name in sorted({_name(k[len(head):].split(".", 1)[0]) for k in state_dict if k.startswith(head)}):
+                if name not in self.snapshots:
+                    self.snapshots.take(name, self.trainable_state())
+        else:
+            self.snapshots.register_from_state_dict(state_dict, prefix + PREFIX, self.device)
         self._ref_exact = None
