@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -126,10 +127,32 @@ def _token_ids(tokenizer) -> dict[str, int]:
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
+@contextmanager
+def quiet_transformers():
+    """transformers' own progress bars off ("Writing model shards" of ``save_pretrained``, "Loading weights"
+    of ``from_pretrained``: a bar per tiny model, on stderr, in every token-game run); the hub's download bars
+    (``huggingface_hub``) stay as they were, so a large download still shows its progress."""
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as hf_logging
+
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns the hub's off: turned back on below
+    if not hub_was_off:
+        hub.enable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        if hub_was_off:
+            hub.disable_progress_bars()
+
+
 def _save(model, tokenizer, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)  # safetensors
+    with quiet_transformers():
+        model.save_pretrained(directory)  # safetensors
     tokenizer.save_pretrained(directory)
     return directory
 
@@ -211,8 +234,9 @@ def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "f
     import transformers
 
     try:
-        return getattr(transformers, auto_class).from_pretrained(
-            str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"))
+        with quiet_transformers():
+            return getattr(transformers, auto_class).from_pretrained(
+                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"))
     except OSError as e:  # a tokenizer but no (safetensors) weights
         raise FileNotFoundError(f"{owner}{key} {str(path)!r}: no model could be loaded ({e}); save the model there "
                                 "with save_pretrained (safetensors)") from e

@@ -104,7 +104,10 @@ def _train(cfg, logger, judge, module, train_set, eval_set, train_loader, eval_l
 
     if trainer.is_global_zero:
         save_dir = Path(cfg.save_dir).resolve()
-        judge.model.save_pretrained(save_dir)  # safetensors
+        from lit_nash.models import quiet_transformers
+
+        with quiet_transformers():  # no "Writing model shards" bar
+            judge.model.save_pretrained(save_dir)  # safetensors
         judge.tokenizer.save_pretrained(save_dir)  # with the PAD the classifier chose, so inference pads the same
         hint = ["python -m lit_nash fit preference=pairwise", f"preference.path={save_dir}"]
         hint += [f"preference.{k}={_override(cfg[k])}" for k, v in DEFAULTS.items() if cfg[k] != v]

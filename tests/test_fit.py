@@ -69,6 +69,22 @@ def test_default_fit_prints_the_bar_and_the_summary_and_logs_the_rest(tmp_path):
     assert "Steps" in bar and "2000/2000" in bar and "Epoch" not in bar
 
 
+def test_a_token_game_fit_prints_no_transformers_progress_bars(tmp_path):
+    """A token-game run builds, saves and loads a tiny causal LM (and evaluates, with eval on): the terminal
+    gets the bar and the summary line only, not transformers' "Writing model shards" / "Loading weights"
+    bars nor its deprecation warnings."""
+    out = run_cli("fit", "task=token_game", "trainer.max_steps=5", "eval.every_n_steps=5", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    terminal = [line for line in (out.stdout + out.stderr).replace("\r", "\n").splitlines() if line.strip()]
+    assert len(terminal) == len(set(terminal)), terminal
+    assert len(terminal) <= 4, terminal
+    text = "\n".join(terminal)
+    for noise in ("Writing model shards", "Loading weights", "it/s]", "%|", "deprecated", "Warning", "INFO"):
+        assert noise not in text, (noise, terminal)
+    (summary,) = [line for line in terminal if line.startswith("lit_nash fit: mpo on token_game (seed 0), 5 steps")]
+    assert "eval/" in summary
+
+
 def test_the_mlflow_run_page_has_the_config_log_checkpoint_and_tags_and_no_epoch(tmp_path):
     """Issue 17.3, on a real sqlite store: each run logs its resolved config (config.yaml), its log file
     (fit.log, ending with the summary) and its small final checkpoint as artifacts; no `epoch` metric on a

@@ -98,6 +98,9 @@ def test_a_parallel_joblib_sweep_runs_each_job_in_its_own_folder_checkpoint_and_
     _, found = runs(tmp_path)
     assert sorted(r.data.tags["seed"] for r in found) == ["0", "1", "2", "3"]
     assert len({r.data.tags["sweep"] for r in found}) == 1
+    # the sweep's summary (lit_nash/sweep_summary.py) reads the workers' job folders: a line for each job
+    assert "lit_nash sweep: 4 jobs in " in out and all(f"  job {k}  seed={k}: game/duality_gap=" in out for k in range(4)), out
+    assert "  best: job " in out, out
 
 
 def test_a_run_keeps_out_of_another_runs_checkpoint_folder_and_clears_dead_writers_temporaries(tmp_path):

@@ -137,3 +137,30 @@ def test_a_narrowed_sweep_runs_every_job_into_its_experiment(tmp_path: Path):
     assert sorted(r.data.params["algo.magnet_every"] for r in runs) == ["10", "30"]
     assert all(r.info.status == "FINISHED" and r.data.tags["algo"] == "mpo" for r in runs)
     assert [e.name for e in client.search_experiments() if e.name.startswith("lit_nash")] == []
+
+
+def test_a_sweep_ends_with_one_line_per_job_and_the_best(tmp_path: Path):
+    """``fit -m`` of 2 jobs through the CLI (issue 17): after the jobs, the terminal gets the sweep's folder,
+    one line per job (its number, the override that sets it apart, its final duality gap as MLflow has it)
+    and the best job; the terminal has no line twice and nothing but the launcher's, the runs' and these."""
+    from mlflow import MlflowClient
+
+    out = run_cli("fit", "-m", "algo=mpo,comal", "trainer.max_steps=20", "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    terminal = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(terminal) == len(set(terminal)), terminal
+    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id])
+    gap = {r.data.tags["algo"]: r.data.metrics["game/duality_gap"] for r in runs}
+    best = min(gap, key=gap.get)
+    assert terminal[-4:] == [
+        f"lit_nash sweep: 2 jobs in {sweep}",
+        f"  job 0  algo=mpo: game/duality_gap={gap['mpo']:.3g}",
+        f"  job 1  algo=comal: game/duality_gap={gap['comal']:.3g}",
+        f"  best: job {['mpo', 'comal'].index(best)} (game/duality_gap={gap[best]:.3g}, the lowest of 2)",
+    ], terminal
+    # the rest: Hydra's launch line, each job's "#k : overrides" line and its summary line
+    assert len(terminal) == 4 + 1 + 2 * 2, terminal
+    assert sum("[HYDRA] \t#" in line for line in terminal) == 2
+    assert sum(line.startswith("lit_nash fit: ") for line in terminal) == 2
