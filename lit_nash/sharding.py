@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.strategies import ModelParallelStrategy
-from torch import nn
 
 
 class ShardedDataParallel(ModelParallelStrategy):
@@ -73,14 +72,3 @@ class ShardedDataParallel(ModelParallelStrategy):
                     if k.startswith(head)]
             self.lightning_module.on_load_checkpoint({"state_dict": dict.fromkeys(keys)})
         return super().load_checkpoint(path, weights_only)
-
-
-def parameters_at_rest(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The model's parameters by name, sharded if it is sharded: FSDP2 leaves the root module's parameters
-    gathered after a forward, and copies to or from snapshots must see one layout."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
-    return dict(model.named_parameters())

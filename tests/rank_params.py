@@ -5,7 +5,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lit_nash.sharding import parameters_at_rest
+from lit_nash.policy.causal_lm import parameters_at_rest
 
 
 class SaveParams(L.Callback):

@@ -49,9 +49,8 @@ ENV = {  # the in-process engine on a shared CPU box (ENVIRONMENT.md section 7);
 
 def mixes(algorithm) -> bool:
     """Whether an algorithm, or one it delegates its rollout to (EGPO and Nash-MD run online IPO's),
-    samples the geometric mixture."""
-    from lit_nash.algorithms.base import Algorithm
-
+    samples the geometric mixture. Algorithms are recognized by what they do (``rollout`` and ``loss``), not
+    imported: generators sit below the algorithms."""
     seen, todo = set(), [algorithm]
     while todo:
         a = todo.pop()
@@ -60,7 +59,7 @@ def mixes(algorithm) -> bool:
         seen.add(id(a))
         if getattr(a, "opponent", None) == "mixture":
             return True
-        todo += [v for v in vars(a).values() if isinstance(v, Algorithm)]
+        todo += [v for v in vars(a).values() if callable(getattr(v, "rollout", None)) and callable(getattr(v, "loss", None))]
     return False
 
 

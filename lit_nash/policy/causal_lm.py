@@ -27,7 +27,6 @@ from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, 
 from lit_nash.policy.network import SnapshotMixin
 from lit_nash.policy.prompts import PromptCodec
 from lit_nash.policy.snapshots import PREFIX, Snapshots, _name
-from lit_nash.sharding import parameters_at_rest
 from lit_nash.validate import in_unit_interval, integer, positive
 
 TINY = 1e-12  # floor of the invalid action's probability, so its log stays finite
@@ -88,6 +87,16 @@ def _swapped(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
             for name, value in saved.items():
                 params[name].copy_(value)
 
+
+def parameters_at_rest(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's parameters by name, sharded if it is sharded: FSDP2 leaves the root module's parameters
+    gathered after a forward, and copies to or from snapshots must see one layout."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return dict(model.named_parameters())
 
 class CausalLMPolicy(SnapshotMixin, nn.Module):
     def __init__(
