@@ -91,8 +91,14 @@ def test_a_table_logged_newest_first_keeps_the_older_rows_after_the_new(store, m
     tracking.log_table_newest_first(client, rid, columns, [{"step": 20, "prompt": "x", "valid": True}], "completions.json")
     table = json.loads(tracking.download_artifact(client, rid, "completions.json"))
     assert table == {"columns": columns, "data": [[20, "x", True], [10, "x", True], [10, "y", False]]}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # load_table searches the runs of the default store
-    loaded = client.load_table(eid, "completions.json", run_ids=[rid])  # MLflow reads it back as its own table
+    import mlflow
+
+    before = mlflow.get_tracking_uri()  # load_table searches the runs of the process's current store, which an
+    mlflow.set_tracking_uri(uri)  # earlier test of the session may have set (it wins over MLFLOW_TRACKING_URI)
+    try:
+        loaded = client.load_table(eid, "completions.json", run_ids=[rid])  # MLflow reads it back as its own table
+    finally:
+        mlflow.set_tracking_uri(before)
     assert list(loaded["step"]) == [20, 10, 10]
     tags = json.loads(client.get_run(rid).data.tags["mlflow.loggedArtifacts"])
     assert tags == [{"path": "completions.json", "type": "table"}]
