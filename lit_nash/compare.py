@@ -10,7 +10,7 @@ numbers as numbers. For each metric of ``conf/compare.yaml`` the command writes
 
 * a table, one row per group: the number of seeds and the metric's final value (the run's latest step) as
   mean ± std over seeds (std with ddof=1, 0 for a single seed); printed, and saved as ``table.md`` and
-  ``table.csv`` (a column per group key, the label too for several keys, and numeric ``<metric>_mean`` /
+  ``table.csv`` (a column per group key, the label too for several keys or tasks, and numeric ``<metric>_mean`` /
   ``<metric>_std`` columns);
 * ``curve_<metric>.png``: the metric against the step, one line per group on its own step grid (the mean
   over seeds on the steps its seeds logged, each seed interpolated between its own steps where they
@@ -18,7 +18,10 @@ numbers as numbers. For each metric of ``conf/compare.yaml`` the command writes
   the metrics named in ``log_scale``, with values clipped at 1e-16 (a gap of 0 or -1e-17 is round-off at the
   equilibrium), and for any metric whose values are positive and span more than two decades.
 
-A run that lacks a metric is left out of that metric only. When the runs logged none of the configured
+The runs of a row are distinct seeds: a rerun of a seed replaces the earlier run, and compare says so. Runs of
+different tasks (their game or prompt dataset, rollout mode or ``trainer.max_steps``) are never averaged
+together: when an experiment holds several, every group is split by task and its label names the task
+(``mpo [comal_cycle, exact, 2000 steps]``). A run that lacks a metric is left out of that metric only. When the runs logged none of the configured
 metrics (the defaults are a game's; text runs have no game), every ``train/*`` and ``eval/*`` metric they
 logged is compared instead, and the command says which.
 """
@@ -151,8 +154,13 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, gro
                   f"eval/* metrics they logged instead: {', '.join(fallback)}")
             metrics = fallback
 
-    groups: dict[tuple, list[dict]] = {}
-    untagged = 0
+    tasks = {task_identity(run) for run in runs}
+    if len(tasks) > 1:  # runs of different games, datasets, rollout modes or lengths are never seeds of one row
+        print(f"lit_nash compare: the runs are of {len(tasks)} different tasks ("
+              + "; ".join(describe_task(t) for t in sorted(tasks, key=lambda t: tuple(_natural(v) for v in t)))
+              + "): each group is split by task")
+    groups: dict[tuple, dict[str, dict]] = {}
+    untagged = repeated = 0
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
         values = tuple(run_value(run, key) for key in keys)
         if all(v is None for v in values):
@@ -163,17 +171,38 @@ def load_runs(tracking_uri: str, experiment: str, filter_string: str | None, gro
             points = tracking.metric_history(client, run.info.run_id, metric)
             if points:
                 history[metric] = points
-        groups.setdefault(values, []).append({"seed": run.data.tags.get("seed", "?"), "values": values, "history": history})
+        seed = run.data.tags.get("seed", run.info.run_id)  # a run without a seed tag is its own seed
+        group = groups.setdefault(values + ((task_identity(run),) if len(tasks) > 1 else ()), {})
+        repeated += seed in group
+        group[seed] = {"seed": seed, "values": values, "history": history}  # a rerun of a seed replaces it
     what = f"a {keys[0]!r} tag" if len(keys) == 1 and "." not in keys[0] else f"any of group_by={keys}"
     if untagged:
         print(f"lit_nash compare: {untagged} run(s) without {what} left out")
+    if repeated:
+        print(f"lit_nash compare: {repeated} run(s) repeat a seed of their group; each seed counts once, its "
+              "latest run (filter the runs, e.g. by tags.sweep, to choose others)")
     if not groups:
         raise SystemExit(f"lit_nash compare: no run of experiment {experiment!r} has {what} (a key is a tag "
                          "name, tags.<name>, or params.<config key> such as params.algo.tau)")
     labelled: dict[str, list[dict]] = {}
-    for values, group in sorted(groups.items(), key=lambda item: tuple(_natural(v) for v in item[0])):
-        labelled.setdefault(label(values, names), []).extend(group)
+    for values, group in sorted(groups.items(), key=lambda item: tuple(_natural(v) for v in item[0][: len(keys)])
+                                + tuple(_natural(v) for v in (item[0][-1] if len(tasks) > 1 else ()))):
+        name = label(values[: len(keys)], names) + (f" [{describe_task(values[-1])}]" if len(tasks) > 1 else "")
+        labelled.setdefault(name, []).extend(group.values())
     return labelled
+
+
+def task_identity(run) -> tuple[str | None, str | None, str | None]:
+    """What a run is a run of: its game or prompt dataset, its rollout mode and its length in optimizer steps.
+    Runs that differ in any are not seeds of one experiment."""
+    tags, params = run.data.tags, run.data.params
+    return (tags.get("game") or tags.get("data"), tags.get("rollout") or params.get("rollout.mode"),
+            params.get("trainer.max_steps"))
+
+
+def describe_task(task: tuple[str | None, str | None, str | None]) -> str:
+    what, mode, steps = task
+    return ", ".join([what or "?", mode or "?", f"{steps} steps" if steps else "? steps"])
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -201,7 +230,7 @@ def _seed_order(seed: str):
 def write_csv(rows: list[dict], metrics: list[str], keys: list[str], path: Path) -> Path:
     """One row per group: its label (for several keys), each key's value (empty where missing), the seeds
     and per metric ``_mean``, ``_std``, ``_n``."""
-    several = len(keys) > 1
+    several = len(keys) > 1 or any(row["group"] != label(row["values"], keys) for row in rows)  # split by task
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*(["group"] if several else []), *keys, "n_seeds", "seeds",

@@ -169,3 +169,24 @@ def test_compare_of_text_runs_defaults_to_the_metrics_they_logged(text_models, t
     assert all(row["train/loss_n"] == "1" for row in table.values())
     assert "| algo | seeds | " + " | ".join(used) + " |" in (tmp_path / "cmp" / "table.md").read_text()
     assert (tmp_path / "cmp" / "curve_train_loss.png").is_file()
+
+
+def test_compare_never_averages_different_tasks_and_counts_each_seed_once(tmp_path):
+    """Issue 16: runs of two games (and of two lengths) in one experiment were averaged as if they were
+    seeds, and a repeated seed counted twice. Each task is its own row now, named; a rerun seed counts once."""
+    for args in (["-m", "game=comal_cycle,weighted_rps", "seed=0,1", "trainer.max_steps=10"],
+                 ["seed=0", "trainer.max_steps=10"], ["seed=0", "trainer.max_steps=5"]):
+        out = run_cli("fit", *args, "algo=mpo", "trainer.enable_progress_bar=false", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+    out = run_cli("compare", f"out={tmp_path / 'cmp'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "the runs are of 3 different tasks (comal_cycle, exact, 5 steps; comal_cycle, exact, 10 steps; " \
+           "weighted_rps, exact, 10 steps): each group is split by task" in out.stdout
+    assert "1 run(s) repeat a seed of their group; each seed counts once" in out.stdout
+    with open(tmp_path / "cmp" / "table.csv", newline="") as f:
+        rows = {row["group"]: row for row in csv.DictReader(f)}
+    assert {k: (v["n_seeds"], v["seeds"]) for k, v in rows.items()} == {
+        "mpo [comal_cycle, exact, 10 steps]": ("2", "0 1"),  # seed 0 twice: the rerun replaces the first
+        "mpo [comal_cycle, exact, 5 steps]": ("1", "0"),
+        "mpo [weighted_rps, exact, 10 steps]": ("2", "0 1"),
+    }
