@@ -26,3 +26,10 @@ def run_many(*calls: tuple[tuple[str, ...], dict], workers: int = 2) -> list[sub
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda call: run_cli(*call[0], **call[1]), calls))
+
+
+def check_refused(out: subprocess.CompletedProcess, messages: list[str], paths: dict) -> None:
+    """A refused command: non-zero exit, and each message (with ``{name}`` filled from ``paths``) on stderr."""
+    assert out.returncode != 0, out.stdout[-2000:]
+    for message in messages:
+        assert message.format(**paths) in out.stderr, out.stderr[-3000:]

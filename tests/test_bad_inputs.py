@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .cli import run_cli, run_many
+from .cli import check_refused, run_cli, run_many
 
 WORDS = "say hello name a colour red blue green cat dog".split()
 CLASSIFIER_WORDS = WORDS + ["[", "SEP", "]"]  # the pairwise classifier's default template holds [SEP]
@@ -219,10 +219,7 @@ CASES = [
 @pytest.mark.parametrize("case,messages", [pytest.param(i, m, id=i) for i, _, m in CASES])
 def test_bad_input_fails_at_start_up_with_a_clear_message(shared, case, messages):
     root, paths, _, results = shared
-    out = results[case]
-    assert out.returncode != 0, out.stdout[-2000:]
-    for message in messages:
-        assert message.format(**paths) in out.stderr, out.stderr[-3000:]
+    check_refused(results[case], messages, paths)
 
 
 def test_no_bad_input_damaged_a_checkpoint_or_the_mlflow_store(shared):
