@@ -79,7 +79,7 @@ def test_finished_runs_of_an_unknown_experiment_names_the_existing_ones(store):
     assert tracking.experiment_names(client) == sorted(tracking.experiment_names(client))
 
 
-def test_a_table_logged_newest_first_keeps_the_older_rows_after_the_new(store, monkeypatch):
+def test_a_table_logged_newest_first_keeps_the_older_rows_after_the_new(store):
     """MLflow's log_table appends a new evaluation's rows at the end; the completions table puts them first,
     in the same format and with the same run tag, so the UI still shows it as a table."""
     root, uri, client = store
