@@ -67,3 +67,58 @@ def test_log_prob_sums_are_fp32_under_autocast(tmp_path, dtype):
     assert lp.dtype == torch.float32 and lp.grad_fn is not None
     assert not torch.equal(lp.detach(), exact)  # the matmuls did run in bf16
     torch.testing.assert_close(lp.detach(), exact, atol=0.03, rtol=0)
+
+
+class DtypeProbe:
+    """A Lightning callback that records, at the first training step (after the rollout made its batch), the
+    dtypes the run actually holds: the trained weights, the reference (a full-FT snapshot's tensors, or a LoRA
+    policy's base weights), and the preference model's weights."""
+
+    seen: dict = {}
+
+    def __new__(cls):
+        import lightning as L
+
+        class Probe(L.Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if cls.seen:
+                    return
+                network = module.network
+                base = [p for n, p in network.model.named_parameters() if "lora_" not in n]
+                ref = network.snapshots["ref"] if "ref" in network.snapshots else {}
+                cls.seen.update(
+                    trained={p.dtype for p in network.trainable_parameters()},
+                    reference={t.dtype for t in ref.values()} or {p.dtype for p in base},
+                    preference={p.dtype for p in module.rollouts.preference.model.parameters()},
+                )
+
+        return Probe()
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("overrides, policy, preference", [
+    (["policy.dtype=bfloat16"], torch.bfloat16, torch.float32),
+    (["preference.dtype=bfloat16"], torch.float32, torch.bfloat16),
+    (["trainer.precision=bf16-mixed"], torch.float32, torch.float32),  # autocast: the weights stay fp32
+])
+def test_the_reference_and_the_preference_model_run_in_the_precision_asked(text_models, tmp_path, lora, overrides,
+                                                                           policy, preference):
+    """policy.dtype sets the policy's and so its reference's precision, preference.dtype the judge's, each on its
+    own: a bf16 policy does not pull the judge down to bf16, nor a bf16 judge the policy (and LoRA adapters
+    of a bf16 base train in fp32, peft's default)."""
+    DtypeProbe.seen = {}
+    args = ["task=text", "algo=nash_md", f"data.path={text_models['plain']}", f"policy.model_path={text_models['policy']}",
+            f"preference.path={text_models['pairwise']}", "rollout.prompts_per_step=2", "policy.max_new_tokens=4",
+            "trainer.max_steps=1", f"output_dir={tmp_path}", f"trainer.default_root_dir={tmp_path}",
+            f"logger.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}", "trainer.enable_progress_bar=false",
+            "+callbacks.probe._target_=tests.test_precision.DtypeProbe", *overrides]
+    if lora:
+        args.append("policy=causal_lm_lora")
+    with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
+        cfg = compose("fit", overrides=args, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        fit(cfg)
+    assert DtypeProbe.seen == {"trained": {torch.float32 if lora else policy}, "reference": {policy},
+                               "preference": {preference}}
