@@ -55,6 +55,9 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(int(spec.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     build_spec_files(cfg)
+    import transformers  # noqa: F401  (loaded before the runtime's memory is read: it is runtime, not the run's)
+
+    runtime = rss_mb()
     parts = build_run(cfg, evaluate=False)
     algorithm, policy = parts.algorithm, parts.network
     timer = StepTimer()
@@ -80,6 +83,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "peak_memory_mb": peak_memory_mb(policy.device),
         "memory": "cuda_max_allocated" if policy.device.type == "cuda" else "max_rss",
         "memory_floor_mb": memory_floor_mb(parts, trainer),
+        "runtime_mb": runtime if policy.device.type == "cpu" else 0.0,  # the process before any model: Python, torch, ...
         "threads": torch.get_num_threads(),
         "bf16": bf16_capability(policy.device),
         "config": {"prompts_per_step": cfg.rollout.prompts_per_step, "max_new_tokens": cfg.policy.max_new_tokens,
@@ -197,6 +201,12 @@ def peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def rss_mb() -> float:
+    """The process's resident memory now, in MiB (Linux /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def memory_floor_mb(parts, trainer) -> dict[str, float]:

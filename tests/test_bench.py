@@ -99,7 +99,8 @@ def test_the_real_model_spec_is_the_issue_s_spec(monkeypatch):
     assert cfg.policy.model_path == "/models/smollm2-135m-instruct" and cfg.preference.path == "/models/all-minilm-l6-v2"
     assert OmegaConf.is_missing(cfg.data, "path")  # the prompt file is the user's to give
     assert cfg.policy.lora.r == 16 and cfg.policy.lora.target_modules == "all-linear"
-    assert (cfg.rollout.prompts_per_step, cfg.policy.max_new_tokens, cfg.algo.k) == (8, 64, 2)
+    assert (cfg.rollout.prompts_per_step, cfg.policy.max_new_tokens, cfg.algo.k) == (8, 64, 1)  # 1 pair: 2 samples
+    assert cfg.algo._target_.endswith("OnlineIPO")  # the step the issue compares with TRL's Online DPO
     assert cfg.preference._target_.endswith("PairwiseClassifier") and cfg.policy._target_.endswith("CausalLMPolicy")
 
 
@@ -113,4 +114,5 @@ def test_bench_runs_the_real_model_spec(tmp_path):
                    cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["config"]["lora"] is True and result["measured_steps"] == 1 and result["peak_memory_mb"] > 0
+    assert result["config"]["lora"] is True and result["measured_steps"] == 1 and result["algo"] == "online_ipo"
+    assert result["peak_memory_mb"] > result["runtime_mb"] > 0

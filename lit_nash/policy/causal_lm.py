@@ -88,6 +88,16 @@ def _swapped(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
                 params[name].copy_(value)
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def parameters_at_rest(model: nn.Module) -> dict[str, nn.Parameter]:
     """The model's parameters by name, sharded if it is sharded: FSDP2 leaves the root module's parameters
     gathered after a forward, and copies to or from snapshots must see one layout."""
@@ -114,6 +124,7 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
         trust_remote_code: bool = False,
         pad_token: str | None = None,
         game: Any = None,
+        gradient_checkpointing: bool = False,
     ):
         """``temperature``, ``top_k``, ``top_p`` and ``max_new_tokens`` are the policy's own sampling settings,
         which a generator uses unless an algorithm's sampling group sets its own."""
@@ -140,6 +151,9 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
         model = load_pretrained("AutoModelForCausalLM", model_path, "policy.model_path", dtype,
                                 trust_remote_code=trust_remote_code)
         check_vocab_fits(self.tokenizer, model, "policy.model_path", str(model_path), str(model_path))
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        if self.gradient_checkpointing:  # activations recomputed in backward: memory for time (forward_as below)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.lora = bool(lora)
         if self.lora:
             from peft import LoraConfig, get_peft_model
@@ -227,6 +241,14 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
 
     def forward_as(self, source: str, **kwargs):
         """One forward of the model as ``source``: the policy, the base model (LoRA's ref), or a snapshot."""
+        if self.gradient_checkpointing and not torch.is_grad_enabled():
+            # transformers checkpoints in train mode and then drops the KV cache: a no-grad forward (decoding,
+            # log-probs of a frozen source) runs in eval mode, the same function here since dropout is off
+            with _eval_mode(self.model):
+                return self._forward_as(source, **kwargs)
+        return self._forward_as(source, **kwargs)
+
+    def _forward_as(self, source: str, **kwargs):
         if source == "policy":
             return self.model(**kwargs)
         if self.lora and source == "ref":

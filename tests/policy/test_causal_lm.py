@@ -302,3 +302,27 @@ def test_default_lora_adapts_every_linear_layer_of_gpt2_and_llama(paths, arch):
     train(policy, steps=2, lr=1e-3)
     assert all(p.abs().sum() > 0 for n, p in policy.model.named_parameters() if "lora_B" in n)  # B starts at 0
     assert not torch.equal(policy.response_log_probs(PROMPTS, ids), before)  # the adapters train
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_gradient_checkpointing_gives_the_same_samples_log_probs_and_gradients(paths, arch, lora):
+    """policy.gradient_checkpointing only trades memory for time: decoding keeps its KV cache (transformers
+    would drop it in train mode), and the loss's gradients equal the stored-activation ones."""
+    torch.manual_seed(0)  # LoRA's A starts random: both policies draw the same one
+    plain = make(paths, arch, lora=lora)
+    torch.manual_seed(0)
+    checkpointed = make(paths, arch, lora=lora, gradient_checkpointing=True)
+    assert any(getattr(m, "gradient_checkpointing", False) for m in checkpointed.model.modules())
+    a, b = sample(plain, PROMPTS, k=3, seed=7), sample(checkpointed, PROMPTS, k=3, seed=7)
+    assert torch.equal(a, b)
+    grads = []
+    for policy in (plain, checkpointed):
+        policy.response_log_probs(PROMPTS, a).sum().backward()
+        grads.append([p.grad for p in policy.trainable_parameters()])
+        with torch.no_grad():
+            ref = policy.response_log_probs(PROMPTS, a, source="ref")
+    assert checkpointed.model.training  # the no-grad forwards ran in eval mode and came back
+    for g, h in zip(*grads):
+        torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ref, plain.response_log_probs(PROMPTS, a, source="ref").detach())
