@@ -11,6 +11,7 @@ its samples do not depend on which groups it was fused with (tests/generation/te
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -71,7 +72,12 @@ class HFGenerator:
     @torch.no_grad()
     def generate(self, prompt: Tensor, groups: Sequence[SamplingGroup], return_log_probs: bool = False) -> list[Samples]:
         """Responses (N, k, T) per group, ending with EOS then pad; T ≤ the longest group's max_new_tokens.
-        Log-probs (N, k) are under each source's untempered, unfiltered distribution."""
+        Log-probs (N, k) are under each source's untempered, unfiltered distribution, as decoded (the
+        network's ``decoding`` precision)."""
+        with getattr(self.network, "decoding", nullcontext)():
+            return self._generate(prompt, groups, return_log_probs)
+
+    def _generate(self, prompt: Tensor, groups: Sequence[SamplingGroup], return_log_probs: bool) -> list[Samples]:
         from transformers import DynamicCache
 
         net = self.network

@@ -53,10 +53,12 @@ def test_the_reference_holds_every_case(reference):
 
 @pytest.mark.parametrize("arch,lora,text", CASES, ids=[f"{a}-lora{int(lo)}-text{int(t)}" for a, lo, t in CASES])
 def test_generation_is_bit_identical_to_the_old_fused_loop(paths, reference, arch, lora, text):
-    """Tokens and log-probs torch.equal to the old loop's, for the policy, the reference (LoRA: adapters
-    disabled), a snapshot (now a copy of the adapter or of all parameters, run with functional_call) and the
-    mixture, with filtering warpers, on a trained policy (game prompts) and on left-padded text prompts.
-    Measured: every log-prob equal to the last bit (max difference 0.0)."""
+    """Tokens torch.equal to the old loop's, for the policy, the reference (LoRA: adapters disabled), a
+    snapshot (now a copy of the adapter or of all parameters, run with functional_call) and the mixture, with
+    filtering warpers, on a trained policy (game prompts) and on left-padded text prompts; log-probs equal to
+    rounding. They were equal to the last bit until the output head was given a contiguous input (see
+    ``_contiguous_head_input``): with LoRA its frozen weight's product at the prompt's step is now one matrix
+    product instead of a batched one, which rounds differently: max difference 9.5e-7, allowed 4e-6."""
     torch.manual_seed(0)  # LoRA's initialization draws from the global stream
     kw = dict(prompts=TEXT_PROMPTS) if text else dict(game=GAME)
     policy = CausalLMPolicy(paths[arch], lora=LORA[arch] if lora else None, max_new_tokens=6, **kw)
@@ -74,7 +76,7 @@ def test_generation_is_bit_identical_to_the_old_fused_loop(paths, reference, arc
         assert len(out) == len(saved["tokens"]) == len(saved["logp"]) == len(groups)
         for i, (samples, tokens, logp) in enumerate(zip(out, saved["tokens"], saved["logp"])):
             assert torch.equal(samples.responses, tokens), (g, i)
-            assert torch.equal(samples.log_probs, logp), (g, i, (samples.log_probs - logp).abs().max().item())
+            torch.testing.assert_close(samples.log_probs, logp, atol=4e-6, rtol=0, msg=lambda m: f"{(g, i)}: {m}")
     # unseeded: the group's seed is drawn from torch's global stream, as the old sample() drew it
     torch.manual_seed(5)
     (samples,) = generator.generate(PROMPTS, [SamplingGroup(k=3)])
