@@ -6,7 +6,8 @@ shorter response wins) train the MiniLM classifier, SmolLM2 with LoRA trains aga
 What is asked, and why (measured 2026-12-01, seed 0; docs/results.md has the documented run of three
 algorithms): the classifier's held-out accuracy on the rule was 0.83 (it must reach 0.7: well above chance,
 with room for a different box's rounding); online IPO's win rate against the reference after 40 steps (the
-documented run's settings) must exceed ½ by more than its 95% half-width, the issue's criterion.
+documented run's settings) must exceed ½ by more than its 95% half-width, the issue's criterion (this test
+measured 0.597 ± 0.031 in 17.5 minutes on 2 cores).
 """
 
 import json
