@@ -254,8 +254,9 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
     def decoding(self) -> Iterator[None]:
         """Decoding, without grad: a LoRA adapter kept in fp32 over a bf16 or fp16 base (peft's default) runs in
         the base's dtype, so that no linear layer casts its input up and its output back: 16% of a bf16 LoRA
-        decode of SmolLM2 on this CPU (6.6 → 5.5 s, docs/performance.md). Losses never see this: they recompute log-probs with the
-        fp32 adapter, and the mismatch is the one ``train/generator_logprob_gap`` reports for any generator."""
+        decode of SmolLM2 on this CPU (6.6 → 5.5 s, docs/performance.md). Losses never see this: they
+        recompute log-probs with the fp32 adapter, and the mismatch is the one ``train/generator_logprob_gap``
+        reports for any generator."""
         base = next((p.dtype for p in self.model.parameters() if not p.requires_grad), None)
         adapter = [p for p in self.model.parameters() if p.requires_grad] if self.lora and not self.sharded else []
         adapter = [p for p in adapter if base is not None and p.dtype != base]
