@@ -21,16 +21,21 @@ from lit_nash.policy.causal_lm import CausalLMPolicy
 from tests.ladder.test_token_game import history
 
 
-def run_token_game(tmp_path, *overrides):
-    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    args = ["task=token_game", "algo=online_ipo", f"output_dir={tmp_path}", f"trainer.default_root_dir={tmp_path}",
-            f"logger.tracking_uri={store}", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *overrides]
+def fit_with(overrides: list[str]) -> None:
+    """The fit recipe in this process, on the config the CLI would compose from these overrides."""
     with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
-        cfg = compose("fit", overrides=args, return_hydra_config=True)
+        cfg = compose("fit", overrides=overrides, return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
             del cfg["hydra"]
         fit(cfg)
+
+
+def run_token_game(tmp_path, *overrides):
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    args = ["task=token_game", "algo=online_ipo", f"output_dir={tmp_path}", f"trainer.default_root_dir={tmp_path}",
+            f"logger.tracking_uri={store}", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", *overrides]
+    fit_with(args)
     return history(store, "train/loss"), history(store, "game/duality_gap")
 
 
@@ -114,11 +119,6 @@ def test_the_reference_and_the_preference_model_run_in_the_precision_asked(text_
             "+callbacks.probe._target_=tests.test_precision.DtypeProbe", *overrides]
     if lora:
         args.append("policy=causal_lm_lora")
-    with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
-        cfg = compose("fit", overrides=args, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        fit(cfg)
+    fit_with(args)
     assert DtypeProbe.seen == {"trained": {torch.float32 if lora else policy}, "reference": {policy},
                                "preference": {preference}}
