@@ -8,6 +8,7 @@ two runs whose parameters differ in the last bits do. The test asks for 0.05 ove
 bf16-mixed run's exact gap fell 0.958 → 0.175 in 300 steps (fp32: 0.958 → 0.129); the test asks it to halve.
 """
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -74,30 +75,24 @@ def test_log_prob_sums_are_fp32_under_autocast(tmp_path, dtype):
     torch.testing.assert_close(lp.detach(), exact, atol=0.03, rtol=0)
 
 
-class DtypeProbe:
-    """A Lightning callback that records, at the first training step (after the rollout made its batch), the
-    dtypes the run actually holds: the trained weights, the reference (a full-FT snapshot's tensors, or a LoRA
-    policy's base weights), and the preference model's weights."""
+class DtypeProbe(L.Callback):
+    """Records, at the first training step (after the rollout made its batch), the dtypes the run actually
+    holds: the trained weights, the reference (a full-FT snapshot's tensors, or a LoRA policy's base weights),
+    and the preference model's weights."""
 
     seen: dict = {}
 
-    def __new__(cls):
-        import lightning as L
-
-        class Probe(L.Callback):
-            def on_train_batch_start(self, trainer, module, batch, batch_idx):
-                if cls.seen:
-                    return
-                network = module.network
-                base = [p for n, p in network.model.named_parameters() if "lora_" not in n]
-                ref = network.snapshots["ref"] if "ref" in network.snapshots else {}
-                cls.seen.update(
-                    trained={p.dtype for p in network.trainable_parameters()},
-                    reference={t.dtype for t in ref.values()} or {p.dtype for p in base},
-                    preference={p.dtype for p in module.rollouts.preference.model.parameters()},
-                )
-
-        return Probe()
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if DtypeProbe.seen:
+            return
+        network = module.network
+        base = [p for n, p in network.model.named_parameters() if "lora_" not in n]
+        ref = network.snapshots["ref"] if "ref" in network.snapshots else {}
+        DtypeProbe.seen.update(
+            trained={p.dtype for p in network.trainable_parameters()},
+            reference={t.dtype for t in ref.values()} or {p.dtype for p in base},
+            preference={p.dtype for p in module.rollouts.preference.model.parameters()},
+        )
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

@@ -32,6 +32,12 @@ class SamplingGroup:
     max_new_tokens: int | None = None
     seed: int | None = None          # the group's generator seed; None: drawn from torch's global stream
 
+    def settings(self, network) -> tuple[float, int, float, int]:
+        """(temperature, top_k, top_p, max_new_tokens): the group's own, or the LM policy's where it sets none."""
+        pick = lambda own, default: default if own is None else own  # noqa: E731
+        return (float(pick(self.temperature, network.temperature)), int(pick(self.top_k, network.top_k)),
+                float(pick(self.top_p, network.top_p)), int(pick(self.max_new_tokens, network.max_new_tokens)))
+
 
 @dataclass
 class Samples:

@@ -56,10 +56,7 @@ class HFGenerator:
     def warpers(self, group: SamplingGroup):
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-        net = self.network
-        temperature = float(net.temperature if group.temperature is None else group.temperature)
-        top_k = int(net.top_k if group.top_k is None else group.top_k)
-        top_p = float(net.top_p if group.top_p is None else group.top_p)
+        temperature, top_k, top_p, _ = group.settings(self.network)
         warpers = LogitsProcessorList()
         if temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(temperature))
@@ -92,7 +89,7 @@ class HFGenerator:
         for group, seed in zip(groups, drawn):
             components = net.components(group.source, group.mixture_coef)
             generator = torch.Generator(device=device).manual_seed(int(seed if group.seed is None else group.seed))
-            limit = net.max_new_tokens if group.max_new_tokens is None else int(group.max_new_tokens)
+            limit = group.settings(net)[3]
             plans.append((slice(offset, offset + N * group.k), group.k, components, self.warpers(group), generator, limit))
             offset += N * group.k
         one_ids, one_mask = net.codec.prompt_batch(prompt, 1, device)

@@ -257,14 +257,10 @@ class VLLMGenerator:
     def sampling_params(self, group: SamplingGroup, seed: int):
         import vllm
 
-        net = self.network
-        temperature = float(net.temperature if group.temperature is None else group.temperature)
-        top_k = int(net.top_k if group.top_k is None else group.top_k)
-        top_p = float(net.top_p if group.top_p is None else group.top_p)
-        limit = net.max_new_tokens if group.max_new_tokens is None else int(group.max_new_tokens)
+        temperature, top_k, top_p, limit = group.settings(self.network)
         # stop at the policy's EOS only (not the generation config's other stop ids), as the hf generator does
-        return vllm.SamplingParams(n=group.k, temperature=temperature, top_k=top_k if top_k > 0 else 0, top_p=top_p,
-                                   max_tokens=limit, seed=seed, ignore_eos=True, stop_token_ids=[int(net.eos_id)],
+        return vllm.SamplingParams(n=group.k, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   max_tokens=limit, seed=seed, ignore_eos=True, stop_token_ids=[int(self.network.eos_id)],
                                    logprobs=0, detokenize=False, skip_special_tokens=False)
 
     @torch.no_grad()
@@ -295,8 +291,7 @@ class VLLMGenerator:
         T = max(len(t) for rows in results for row in rows for t, _ in row)
         out = []
         for group, rows in zip(groups, results):
-            limit = net.max_new_tokens if group.max_new_tokens is None else int(group.max_new_tokens)
-            width = min(T, limit)
+            width = min(T, group.settings(net)[3])
             responses = torch.full((N, group.k, width), int(net.pad_id), dtype=torch.long)
             logp = torch.zeros(N, group.k, dtype=torch.float32)
             for n, row in enumerate(rows):
