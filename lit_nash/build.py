@@ -209,6 +209,14 @@ def check_config(cfg: DictConfig) -> None:
         integer("trainer.max_steps", cfg.trainer.get("max_steps"), 1, "optimizer steps; -1 would train forever")
         integer("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50), 1, "steps between logged metrics")
         integer("seed", cfg.get("seed"), 0, "numpy's range", maximum=2**32 - 1)
+        if command == "fit":
+            from lit_nash.run_summary import settings
+
+            settings(cfg)  # summary.epsilon and summary.window_fraction
+        if OmegaConf.select(cfg, "logger.system_metrics_every", default=None) is not None:
+            from lit_nash.validate import positive
+
+            positive("logger.system_metrics_every", cfg.logger.system_metrics_every)
         if OmegaConf.select(cfg, "data.path", default=None):  # a prompt file nobody can read, or not UTF-8
             check_local_file(str(cfg.data.path), "data.path")
     except (ValueError, PermissionError) as e:

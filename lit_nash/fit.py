@@ -47,6 +47,7 @@ def fit(cfg: DictConfig) -> float | None:
                                         StopOnSignal, check_owner)
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
+    from lit_nash.run_summary import log_summary
     from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
 
     if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
@@ -118,6 +119,8 @@ def fit(cfg: DictConfig) -> float | None:
         logging.getLogger(__name__).info(line)  # the run's log file ends with it too
         if getattr(logger, "run_id", None):
             log_run_files(logger.experiment, logger.run_id, checkpoint.path if saving else None)
+            log_summary(logger.experiment, logger.run_id, cfg, tags, seconds, trainer.global_step, parts.metrics,
+                        parts.policy.network)  # sortable results, the converged tag, the run's description
     if stop is not None and stop.signal_name:
         if trainer.is_global_zero and getattr(logger, "run_id", None):
             logger.experiment.set_terminated(logger.run_id, status="KILLED")

@@ -1,6 +1,14 @@
-"""fit's MLflow logger (``conf/logger/mlflow.yaml``): Lightning's ``MLFlowLogger`` that can leave out the
-``epoch`` metric Lightning adds to every step's metrics. A run bounded by ``trainer.max_steps`` has no
-epochs (its ``epoch`` is 0 throughout), so fit logs without it; a run by epochs keeps it."""
+"""fit's MLflow logger (``conf/logger/mlflow.yaml``): Lightning's ``MLFlowLogger`` with three changes.
+
+* It can leave out the ``epoch`` metric Lightning adds to every step's metrics. A run bounded by
+  ``trainer.max_steps`` has no epochs (its ``epoch`` is 0 throughout), so fit logs without it.
+* Each step's metrics reach MLflow in the glossary's order (``lit_nash.glossary.LABELS``), the duality gap
+  first: MLflow's "Compare" page colours its parallel-coordinates plot by the first metric a run logged.
+* It samples MLflow's own system metrics (``system/``: CPU, memory, disk, network, and GPU where NVML finds
+  one) every ``system_metrics_every`` seconds from the moment its run exists until the run ends; the samples
+  of the last, partial interval are logged too, so even a run shorter than the interval has one point. A
+  resumed run continues the earlier run's system-metric steps.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +17,55 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_nash.glossary import LABELS
+
+ORDER = {key: i for i, key in enumerate(LABELS)}
+
 
 class MLFlowLogger(_LightningMLFlowLogger):
-    def __init__(self, *args: Any, log_epoch: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, log_epoch: bool = True, system_metrics_every: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.log_epoch = log_epoch
+        if system_metrics_every is not None and not system_metrics_every > 0:
+            raise ValueError(f"logger.system_metrics_every must be > 0 seconds (or null for none), got {system_metrics_every}")
+        self.system_metrics_every = system_metrics_every
+        self._monitor = None
+        self._resumed = self._run_id is not None
+
+    @property
+    def experiment(self):
+        client = _LightningMLFlowLogger.experiment.fget(self)
+        if self.system_metrics_every and self._monitor is None and self._run_id is not None:
+            self._start_monitor()
+        return client
+
+    def _start_monitor(self) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(self._run_id, sampling_interval=self.system_metrics_every,
+                                             resume_logging=self._resumed, tracking_uri=self._tracking_uri)
+        self._monitor.start()
+
+    def stop_system_metrics(self) -> None:
+        """Stop sampling and log what the last, partial interval collected."""
+        monitor, self._monitor = self._monitor, None
+        if monitor is None:
+            return
+        monitor.finish()
+        pending = monitor.aggregate_metrics()
+        if pending:
+            monitor.publish_metrics(pending)
+            monitor.mlflow_logger.flush()
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.log_epoch:
             metrics = {k: v for k, v in metrics.items() if k != "epoch"}
         if metrics:
+            metrics = dict(sorted(metrics.items(), key=lambda kv: (ORDER.get(kv[0], len(ORDER)), kv[0])))
             super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        self.stop_system_metrics()
+        super().finalize(status)

@@ -322,12 +322,13 @@ def finished_runs(client, experiment: str, filter_string: str | None, command: s
             return runs
 
 
-def metric_history(client, run_id: str, metric: str) -> list[tuple[int, float]]:
-    """``[(step, value), ...]`` sorted by step, a step logged twice with its latest value; [] if never logged."""
+def metric_history(client, run_id: str, metric: str, with_time: bool = False) -> list[tuple]:
+    """``[(step, value), ...]`` sorted by step, a step logged twice with its latest value; [] if never logged.
+    ``with_time``: ``(step, value, timestamp in ms)``."""
     last = {}
     for p in sorted(client.get_metric_history(run_id, metric), key=lambda p: (p.step, p.timestamp)):
-        last[p.step] = p.value  # a step logged twice keeps its latest value
-    return sorted(last.items())
+        last[p.step] = (p.step, p.value, p.timestamp) if with_time else (p.step, p.value)  # the latest value wins
+    return [last[step] for step in sorted(last)]
 
 
 def start_eval_run(tracking_uri: str, experiment: str, policies: list[str], source_experiment: str | None):
