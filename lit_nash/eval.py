@@ -30,7 +30,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lit_nash.plots import plot_win_rates, sample_size
+from lit_nash.heatmap import plot_win_rates
+from lit_nash.plots import sample_size
 
 NO_STORE = ("lit_nash eval: no MLflow store at tracking_uri={uri}; give checkpoint paths, "
             "or point tracking_uri at the store the runs went to")

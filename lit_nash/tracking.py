@@ -312,11 +312,17 @@ def finished_runs(client, experiment: str, filter_string: str | None, command: s
     if found is None:
         raise SystemExit(f"lit_nash {command}: no experiment {experiment!r} in {client.tracking_uri}; "
                          f"the experiments there are {experiment_names(client)}")
+    return [r for r in all_runs(client, found.experiment_id, filter_string) if r.info.status == "FINISHED"]
+
+
+def all_runs(client, experiment_id: str, filter_string: str | None) -> list:
+    """Every run of the experiment that matches the MLflow search filter, whatever its status, oldest first
+    (every page of the search)."""
     runs, token = [], None
     while True:
-        page = client.search_runs([found.experiment_id], filter_string=filter_string or "",
+        page = client.search_runs([experiment_id], filter_string=filter_string or "",
                                   order_by=["attributes.start_time ASC"], page_token=token)
-        runs += [r for r in page if r.info.status == "FINISHED"]
+        runs += list(page)
         token = page.token
         if not token:
             return runs

@@ -46,12 +46,13 @@ def test_compare_writes_a_table_over_seeds_and_a_plot_per_metric(store):
 
     markdown = (cmp / "table.md").read_text()
     assert "| algo | seeds | " + " | ".join(METRICS) + " |" in markdown
-    assert markdown.count(" ± ") == 2 * len(METRICS)
-    assert markdown in out.stdout  # the printed table is the saved one
+    rows = [line for line in markdown.splitlines() if line.startswith(("| egpo |", "| mpo |"))]
+    assert len(rows) == 2 and all(line.count(" ± ") == len(METRICS) for line in rows)  # mean ± 95% half-width
+    assert markdown.strip() in out.stdout  # the printed table is the saved one
 
     for metric in METRICS:
         png = cmp / f"curve_{metric.replace('/', '_')}.png"
-        assert str(png.name) in out.stdout
+        assert str(png.name) in out.stdout and png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
         image = imread(png)
         height, width = image.shape[:2]
         assert width > 200 and height > 200
@@ -65,7 +66,7 @@ def test_compare_filter_selects_runs(store):
                   f"out={cmp}", cwd=store)
     assert out.returncode == 0, out.stderr[-3000:]
     assert list(read_table(cmp / "table.csv")) == ["mpo"]
-    assert sorted(p.name for p in cmp.glob("*.png")) == ["curve_game_duality_gap.png"]  # train/absent: no run has it
+    assert sorted(p.name for p in cmp.glob("curve_*")) == ["curve_game_duality_gap.pdf", "curve_game_duality_gap.png"]  # train/absent: no run has it
 
 
 def test_compare_names_an_unknown_experiment_and_the_existing_ones(store):
@@ -91,7 +92,8 @@ def test_compare_writes_only_its_out_folder(tmp_path):
     out = run_cli("compare", "eval_experiment=null", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert {p.name for p in tmp_path.iterdir()} == before | {"compare"}
-    assert sorted(p.name for p in (tmp_path / "compare").iterdir()) == ["curve_game_duality_gap.png", "table.csv", "table.md"]
+    assert sorted(p.name for p in (tmp_path / "compare").iterdir()) == [
+        "curve_game_duality_gap.pdf", "curve_game_duality_gap.png", "ranking.csv", "ranking.md", "table.csv", "table.md"]
 
 
 def test_compare_says_when_no_run_matches_the_filter(store):
@@ -128,17 +130,20 @@ def test_compare_groups_by_a_list_of_tags_and_logged_params(store):
     assert all(r["n_seeds"] == "1" and r["seeds"] == "0" for r in rows)
     markdown = (cmp / "table.md").read_text()
     assert markdown.startswith("| algo, tau, eta | seeds | game/duality_gap |")
-    assert [line.split(" | ")[0].lstrip("| ") for line in markdown.splitlines()[2:]] == labels
+    assert [line.split(" | ")[0].lstrip("| ") for line in markdown.splitlines()[2:6]] == labels
     assert "grouped by algo, params.algo.tau, params.algo.eta" in out.stdout
 
     # a key some runs lack is left out of their labels (nash_mp has no magnet_every); a run lacking every key is left out
-    from lit_nash.compare import load_runs
+    from lit_nash import tracking
+    from lit_nash.run_groups import grouped, load
 
-    uri = f"sqlite:///{store}/mlruns.db"
-    groups = load_runs(uri, "lit_nash", None, ["algo", "params.algo.magnet_every"], ["game/duality_gap"])
+    client = tracking.client(f"sqlite:///{store}/mlruns.db")
+    keys = ["algo", "params.algo.magnet_every"]
+    runs = tracking.all_runs(client, client.get_experiment_by_name("lit_nash").experiment_id, None)
+    groups, _ = grouped(load(client, runs, keys, ["game/duality_gap"]), keys)
     assert list(groups) == ["egpo", "mpo magnet_every=100"] and all(len(runs) == 2 for runs in groups.values())
-    with pytest.raises(SystemExit, match=r"params\.algo\.nothing.*params\.<config key>"):
-        load_runs(uri, "grid", None, ["params.algo.nothing"], ["game/duality_gap"])
+    out = run_cli("compare", "experiment=grid", "group_by=[params.algo.nothing]", f"out={cmp}_none", cwd=store)
+    assert out.returncode != 0 and "params.<config key>" in out.stderr and "params.algo.nothing" in out.stderr
 
 
 def test_compare_of_text_runs_defaults_to_the_metrics_they_logged(text_models, tmp_path):
