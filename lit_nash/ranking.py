@@ -72,7 +72,8 @@ def rank(estimates: dict[str, Estimate], higher_is_better: bool = False) -> list
         return []
     best = estimates[order[0]]
     return [{"rank": i + 1, "group": g, "estimate": estimates[g],
-             "with_best": i == 0 or (estimates[g].overlaps(best) and (best.n > 1 or estimates[g].n > 1))}
+             "with_best": i == 0 or estimates[g].mean == best.mean
+             or (estimates[g].overlaps(best) and (best.n > 1 or estimates[g].n > 1))}
             for i, g in enumerate(order)]
 
 
