@@ -48,6 +48,7 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
     from lit_nash.run_summary import log_summary
+    from lit_nash.sweep_run import parent_tags
     from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
 
     if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
@@ -68,6 +69,7 @@ def fit(cfg: DictConfig) -> float | None:
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
     tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed),
             "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), **_sweep_tags(choices)}
+    tags.update(parent_tags(cfg))  # a sweep's job: nested under the sweep's MLflow run (lit_nash.sweep_run)
     if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
         prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri", "fit")
     by_steps = cfg.trainer.get("max_epochs") in (None, -1) and cfg.trainer.get("max_steps") not in (None, -1)

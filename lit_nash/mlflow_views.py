@@ -1,0 +1,93 @@
+"""What the MLflow UI shows without configuring anything: each experiment's description, and a saved view of
+its runs that answers "which algorithm converged, and which won".
+
+MLflow's runs table opens with no metric column, its charts on the first ten runs, on linear axes, one colour
+per run. A view (MLflow's "shared view": an experiment tag ``mlflow.sharedViewState.<key>`` holding the page's
+state as JSON, opened with ``#/experiments/<id>/runs?viewStateShareKey=<key>``) fixes that once for everyone who
+opens the link: the runs grouped by algorithm (the charts then draw one line per algorithm, the mean over its
+seeds), every run shown, sorted by the window-mean last-iterate gap, the summary metrics and the ``converged``
+tag as columns, and the gap charts on log axes. The experiment's description (its MLflow note) carries the
+link. Written for MLflow 3.17's page state; tests/test_mlflow_ui.py checks in a browser that it renders."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from lit_nash import glossary as g
+
+VIEW_KEY = "lit_nash"  # the share key: #/experiments/<id>/runs?viewStateShareKey=lit_nash
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+NOTE = "mlflow.note.content"
+RUN_COLUMNS = [g.GAP_WINDOW, g.REG_GAP_WINDOW, g.AVG_GAP, g.STEPS_TO_EPS, g.QUERIES_TO_EPS, g.WALL_TIME]
+LOG_CHARTS = ["game/duality_gap", "game/reg_duality_gap", "game/avg_duality_gap", "game/avg_reg_duality_gap",
+              "game/exploitability", "game/kl_to_ne"]
+SECTIONS = ["eval", "eval_ci95", "game", "gen", "pref", "rank", "summary", "train", "vs", "vs_ci95", "vs_exact"]
+
+
+def column(kind: str, key: str) -> str:
+    """MLflow's canonical column key: ``metrics.`summary/gap_window```."""
+    return f"{kind}.`{key}`"
+
+
+def view_state(group_tag: str | None = "algo", order_by: str = g.GAP_WINDOW, ascending: bool = True,
+               metrics: list[str] = RUN_COLUMNS, tags: tuple[str, ...] = ("seed", "converged", "converged_to"),
+               search: str = "") -> dict:
+    """The page state of the view: search facets and UI state, as MLflow's share button saves them."""
+    sections = {name: str(uuid.uuid4()) for name in [*SECTIONS, "Model metrics", "System metrics"]}
+    charts = [{"uuid": str(uuid.uuid4()), "type": "LINE", "runsCountToCompare": 100, "metricSectionId": sections["game"],
+               "deleted": False, "isGenerated": True, "metricKey": key, "selectedMetricKeys": [key], "lineSmoothness": 0,
+               "xAxisScaleType": "linear", "scaleType": "log", "range": {}, "xAxisKey": "step",
+               "selectedXAxisMetricKey": "", "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False,
+               "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True} for key in LOG_CHARTS]
+    state = {
+        "searchFilter": search,
+        "orderByKey": column("metrics", order_by),
+        "orderByAsc": ascending,
+        "selectedColumns": [column("tags", t) for t in tags] + [column("metrics", m) for m in metrics],
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": charts,
+        "compareRunSections": [{"uuid": u, "name": name, "display": True, "isReordered": False, "deleted": False,
+                                "isGenerated": True} for name, u in sections.items()],
+        "isAccordionReordered": False,
+        "hideEmptyCharts": True,
+        "useGroupedValuesInCharts": True,
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": group_tag}]}
+        if group_tag else None,
+        "groupsExpanded": {},
+    }
+    return state
+
+
+def view_link(experiment_id: str) -> str:
+    """The view's address in the MLflow UI, relative to the UI's root."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
+def describe_experiment(client, experiment_id: str, text: str, view: dict | None = None) -> None:
+    """Set the experiment's description (``text``, then the view's link) and its view (default: fit runs
+    grouped by algorithm)."""
+    state = view if view is not None else view_state(search="tags.algo LIKE '%'")
+    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(state))
+    client.set_experiment_tag(experiment_id, NOTE, f"{text}\n\n[Open the lit_nash view]({view_link(experiment_id)}): "
+                              + VIEW_SAYS.get(view_kind(state), ""))
+
+
+def view_kind(state: dict) -> str:
+    return "eval" if state.get("orderByKey") == column("metrics", "rank/elo") else "fit"
+
+
+VIEW_SAYS = {
+    "fit": "the runs grouped by algorithm (expand a group for its seeds), sorted by the duality gap over the last "
+           "window of each run, with the summary metrics and the converged tag as columns; the chart view draws one "
+           "line per algorithm, the gaps on log axes.",
+    "eval": "the evaluated policies sorted by their Elo rating, with its interval and their win rate against the "
+            "reference; the chart view compares the policies metric by metric (vs/<opponent>: P(policy ≻ opponent)).",
+}
+
+
+def eval_view() -> dict:
+    """The view of ``eval``'s experiment: its runs sorted by Elo, the head-to-head columns."""
+    return view_state(group_tag=None, order_by="rank/elo", ascending=False, tags=("policy",),
+                      metrics=["rank/position", "rank/elo", "rank/elo_ci95", "eval/win_rate_vs_ref",
+                               "eval_ci95/win_rate_vs_ref", "game/duality_gap"])
