@@ -22,7 +22,8 @@ NOTE = "mlflow.note.content"
 RUN_COLUMNS = [g.GAP_WINDOW, g.REG_GAP_WINDOW, g.AVG_GAP, g.STEPS_TO_EPS, g.QUERIES_TO_EPS, g.WALL_TIME]
 LOG_CHARTS = ["game/duality_gap", "game/reg_duality_gap", "game/avg_duality_gap", "game/avg_reg_duality_gap",
               "game/exploitability", "game/kl_to_ne"]
-SECTIONS = ["eval", "eval_ci95", "game", "gen", "pref", "rank", "summary", "train", "vs", "vs_ci95", "vs_exact"]
+# MLflow adds a section per metric prefix by itself; the last two must be its own (it keeps the last two in place)
+SECTIONS = ["game", "Model metrics", "System metrics"]
 
 
 def column(kind: str, key: str) -> str:
@@ -32,9 +33,10 @@ def column(kind: str, key: str) -> str:
 
 def view_state(group_tag: str | None = "algo", order_by: str = g.GAP_WINDOW, ascending: bool = True,
                metrics: list[str] = RUN_COLUMNS, tags: tuple[str, ...] = ("seed", "converged", "converged_to"),
-               search: str = "") -> dict:
-    """The page state of the view: search facets and UI state, as MLflow's share button saves them."""
-    sections = {name: str(uuid.uuid4()) for name in [*SECTIONS, "Model metrics", "System metrics"]}
+               search: str = "", first_sections: tuple[str, ...] = ()) -> dict:
+    """The page state of the view: search facets and UI state, as MLflow's share button saves them. The chart
+    sections ``first_sections`` come first, in that order (the others after them, as MLflow adds them)."""
+    sections = {name: str(uuid.uuid4()) for name in [*first_sections, *SECTIONS]}
     charts = [{"uuid": str(uuid.uuid4()), "type": "LINE", "runsCountToCompare": 100, "metricSectionId": sections["game"],
                "deleted": False, "isGenerated": True, "metricKey": key, "selectedMetricKeys": [key], "lineSmoothness": 0,
                "xAxisScaleType": "linear", "scaleType": "log", "range": {}, "xAxisKey": "step",
@@ -49,7 +51,7 @@ def view_state(group_tag: str | None = "algo", order_by: str = g.GAP_WINDOW, asc
         "compareRunCharts": charts,
         "compareRunSections": [{"uuid": u, "name": name, "display": True, "isReordered": False, "deleted": False,
                                 "isGenerated": True} for name, u in sections.items()],
-        "isAccordionReordered": False,
+        "isAccordionReordered": bool(first_sections),
         "hideEmptyCharts": True,
         "useGroupedValuesInCharts": True,
         "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": group_tag}]}
@@ -82,7 +84,7 @@ VIEW_SAYS = {
            "window of each run, with the summary metrics and the converged tag as columns; the chart view draws one "
            "line per algorithm, the gaps on log axes.",
     "eval": "the evaluated policies sorted by their Elo rating, with its interval and their win rate against the "
-            "reference; the chart view compares the policies metric by metric (vs/<opponent>: P(policy ≻ opponent)).",
+            "reference; the chart view compares the policies metric by metric, first `vs/<opponent>`: P(policy ≻ opponent).",
 }
 
 
@@ -90,4 +92,5 @@ def eval_view() -> dict:
     """The view of ``eval``'s experiment: its runs sorted by Elo, the head-to-head columns."""
     return view_state(group_tag=None, order_by="rank/elo", ascending=False, tags=("policy",),
                       metrics=["rank/position", "rank/elo", "rank/elo_ci95", "eval/win_rate_vs_ref",
-                               "eval_ci95/win_rate_vs_ref", "game/duality_gap"])
+                               "eval_ci95/win_rate_vs_ref", "game/duality_gap"],
+                      first_sections=("vs", "vs_exact", "rank", "vs_ci95", "eval", "eval_ci95"))

@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 PARENT_FILE = "mlflow_parent_run.json"
-PENDING = "\n\nThe comparison (table, ranking, curves) is written here when the sweep ends."
+PENDING = " The comparison of its jobs (table, ranking, curves) is written here when the sweep ends."
 NOTE = "mlflow.note.content"
 PARENT_TAG = "mlflow.parentRunId"
 log = logging.getLogger(__name__)
@@ -142,8 +142,9 @@ class SweepRun(Callback):
         sweeper = {str(k): str(v) for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()}
         params = {**sweeper, **dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)}
         what = name or "sweep"
-        text = (f"Sweep `{what}`: " + (header or "python -m lit_nash fit -m " + " ".join(overrides))
-                + f"\n\nOverrides: `{' '.join(overrides) or '(none)'}`. Jobs' folders: `{self.folder}`." + PENDING)
+        text = ((f"Sweep `{name}`." if name else f"Sweep `python -m lit_nash fit -m {' '.join(overrides)}`.") + PENDING
+                + (f"\n\n{header}" if header else "")
+                + f"\n\nOverrides: `{' '.join(overrides) or '(none)'}`. Jobs' folders: `{self.folder}`.")
         run = self.client.create_run(experiment_id, run_name="-".join(["sweep", *([name] if name else []), time.strftime("%H%M%S")]),
                                      tags={"command": "sweep", "sweep": what, NOTE: text})
         self.run_id = run.info.run_id
@@ -198,15 +199,46 @@ class SweepRun(Callback):
                 with open(out / f"{table}.csv", newline="") as f:
                     rows = list(csv.DictReader(f))
                 if rows:
-                    self.client.log_table(self.run_id, {k: [r[k] for r in rows] for k in rows[0]}, f"{table}.json")
-        note = self.client.get_run(self.run_id).data.tags.get(NOTE, "").replace(PENDING, "")
-        ranking = (out / "ranking.md").read_text() if (out / "ranking.md").is_file() else ""
-        self.client.set_tag(self.run_id, NOTE, note + ("\n\n" + ranking if ranking else "")
-                            + "\n\nArtifacts: table.md (every metric, mean ± 95% interval over seeds), ranking.md, "
-                            "curve_<metric>.png/.pdf.")
+                    self.client.log_table(self.run_id, {k: [rounded(r[k]) for r in rows] for k in rows[0]}, f"{table}.json")
+        ranking = (out / "ranking.md").read_text().strip() if (out / "ranking.md").is_file() else ""
+        results = ("\n\n" + ranking if ranking else "") + (
+            "\n\nArtifacts: `table.md` (every metric: the mean over seeds ± its 95% interval), `ranking.md`, "
+            "`curve_<metric>.png` and `.pdf`.")
+        self.client.set_tag(self.run_id, NOTE, self.client.get_run(self.run_id).data.tags.get(NOTE, "").replace(PENDING, results))
+        if "ranking.csv" in written:
+            self._log_ranking(out / "ranking.csv")
         self.client.set_terminated(self.run_id, status)
         print(f"lit_nash sweep: MLflow run {self.run_id} ({self.experiment}) holds the comparison of its jobs: "
               f"table, ranking and curves, also in {out}", flush=True)
+
+
+    def _log_ranking(self, path: Path) -> None:
+        """The ranking as the parent's metrics: per group ``rank/<group>`` (1 = best) and ``mean/<group>`` with
+        ``ci95/<group>``, the rank metric's mean over seeds and its half-width."""
+        import re
+
+        from mlflow.entities import Metric
+
+        now, metrics = int(time.time() * 1000), []
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                group = re.sub(r"[^A-Za-z0-9_\-. /]", "_", row["group"])
+                mean = next(v for k, v in row.items() if k.endswith("_mean"))
+                low, high = (next(v for k, v in row.items() if k.endswith(end)) for end in ("_ci95_low", "_ci95_high"))
+                metrics += [Metric(f"rank/{group}", float(row["rank"]), now, 0), Metric(f"mean/{group}", float(mean), now, 0)]
+                if low and high:
+                    metrics.append(Metric(f"ci95/{group}", (float(high) - float(low)) / 2, now, 0))
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+
+def rounded(value: str):
+    """A CSV cell for an MLflow table: a number with 4 significant digits, text as it is."""
+    for kind in (int, float):
+        try:
+            return kind(value) if kind is int else float(f"{float(value):.4g}")
+        except ValueError:
+            pass
+    return value
 
 
 def _compare_config() -> DictConfig:

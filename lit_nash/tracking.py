@@ -211,7 +211,7 @@ FIT_DESCRIPTION = ("Runs of `python -m lit_nash {command}`, one per algorithm, g
                    "Compare the algorithms over seeds with `python -m lit_nash compare experiment={experiment}`.")
 EVAL_DESCRIPTION = ("Evaluations by `python -m lit_nash eval`: one run per evaluation, holding the win-rate matrix, "
                     "head_to_head.json and ranking.json; under it one run per policy, with its win rate against each "
-                    "opponent (vs/<opponent>) and its Elo rating (rank/elo).")
+                    "opponent (`vs/<opponent>`) and its Elo rating (`rank/elo`).")
 
 
 def described(client, experiment: str, command: str, text: str | None = None, view: dict | None = None) -> None:

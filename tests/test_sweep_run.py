@@ -30,9 +30,14 @@ def test_a_sweep_is_one_mlflow_run_holding_its_comparison_with_its_jobs_nested(t
     assert parent.data.params["trainer.max_steps"] == "30" and parent.data.params["sweep"] == "mpo_magnet_period"
     # its description: what the sweep asks (the preset's header), then the ranking by the mean over seeds
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith("Sweep `mpo_magnet_period`: The reset-period ablation, MPO half:")
+    assert note.startswith("Sweep `mpo_magnet_period`.\n\nRanked by duality gap (original game), mean over the last window")
     assert "| rank | algo, magnet_every | summary/gap_window: mean ± 95% CI (seeds) |" in note
     assert "mpo magnet_every=30" in note and "(2 seeds)" in note
+    assert "The reset-period ablation, MPO half:" in note and "written here when the sweep ends" not in note
+    # the ranking as its metrics too: the parent's metrics table says who won
+    m = parent.data.metrics
+    assert sorted(m[f"rank/mpo magnet_every_{p}"] for p in (10, 30)) == [1, 2]
+    assert all(m[f"ci95/mpo magnet_every_{p}"] >= 0 and f"mean/mpo magnet_every_{p}" in m for p in (10, 30))
     # compare's outputs as its artifacts, the table and the ranking also as MLflow tables
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"table.md", "table.csv", "ranking.md", "ranking.csv", "curve_game_duality_gap.png",
@@ -41,6 +46,7 @@ def test_a_sweep_is_one_mlflow_run_holding_its_comparison_with_its_jobs_nested(t
     assert tables == {"table.json", "ranking.json"}
     ranking = json.loads(open(client.download_artifacts(parent.info.run_id, "ranking.json", str(tmp_path))).read())
     assert [row[1] for row in ranking["data"]][0] in ("mpo magnet_every=10", "mpo magnet_every=30")
+    assert [row[0] for row in ranking["data"]] == [1, 2]
     # the experiment: the sweep's description and the lit_nash view of its runs
     experiment = client.get_experiment_by_name("sweep_reset_period")
     assert experiment.tags["mlflow.note.content"].startswith("Sweep `mpo_magnet_period`: The reset-period ablation")
