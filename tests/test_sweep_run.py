@@ -51,7 +51,9 @@ def test_a_sweep_is_one_mlflow_run_holding_its_comparison_with_its_jobs_nested(t
     experiment = client.get_experiment_by_name("sweep_reset_period")
     assert experiment.tags["mlflow.note.content"].startswith("Sweep `mpo_magnet_period`: The reset-period ablation")
     assert f"viewStateShareKey={VIEW_KEY}" in experiment.tags["mlflow.note.content"]
-    view = json.loads(experiment.tags[VIEW_TAG])
+    envelope = json.loads(experiment.tags[VIEW_TAG])  # a saved view: listed under the page's Views menu
+    assert envelope["name"] == "lit_nash: algorithms side by side" and envelope["createdAt"] > 0
+    view = json.loads(envelope["state"])
     assert "metrics.`summary/gap_window`" in view["selectedColumns"] and view["runsHiddenMode"] == "SHOW_ALL"
     assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "algo"}]
     # each job's run has its own description
