@@ -62,6 +62,7 @@ def win_rate_figure(names: list[str], rates, ci95, title: str, exact=None):
     while left + cols * cell * k + (cols - 1) * left + right > MAX_WIDTH and cell > 0.3:
         cell -= 0.05
     side = max(cell * k, MIN_SIDE)  # a few policies get bigger cells: the titles and the colour bar need the room
+    side = min(side, (MAX_WIDTH - cols * left - right) / cols)  # but never wider than the viewer
     cell = side / k
     width = left + cols * side + (cols - 1) * left + right
     height = top + rows * side + (rows - 1) * (bottom + 0.3) + bottom

@@ -62,6 +62,9 @@ def test_the_heatmap_fits_the_artifact_viewer_with_ten_policies_and_the_exact_ma
     heatmap.plot_win_rates(names, M, np.full((k, k), 0.1), tmp_path / "m.png", "t", exact=M)
     height, width = imread(tmp_path / "m.png").shape[:2]
     assert 600 < width <= 1000 and height > width  # stacked: taller than wide
+    for k in (2, 3, 4):  # a few policies, the exact matrix beside: still at most 1000 pixels
+        heatmap.plot_win_rates(names[:k], M[:k, :k], np.full((k, k), 0.1), tmp_path / "s.png", "t", exact=M[:k, :k])
+        assert imread(tmp_path / "s.png").shape[1] <= 1000
 
 
 def test_on_a_game_the_exact_matrix_is_drawn_beside_the_sampled_one(tmp_path):
