@@ -6,7 +6,8 @@
   first: MLflow's "Compare" page colours its parallel-coordinates plot by the first metric a run logged.
 * It samples MLflow's own system metrics (``system/``: CPU, memory, disk, network, and GPU where NVML finds
   one) every ``system_metrics_every`` seconds from the moment its run exists until the run ends; the samples
-  of the last, partial interval are logged too, so even a run shorter than the interval has one point. A
+  of the last, partial interval are logged too, so even a run shorter than the interval has one point (taken at
+  its end, its CPU share over the whole run). A
   resumed run continues the earlier run's system-metric steps.
 """
 
@@ -44,6 +45,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
 
         self._monitor = SystemMetricsMonitor(self._run_id, sampling_interval=self.system_metrics_every,
                                              resume_logging=self._resumed, tracking_uri=self._tracking_uri)
+        self._first_step = self._monitor._logging_step
         self._monitor.start()
 
     def stop_system_metrics(self) -> None:
@@ -52,6 +54,10 @@ class MLFlowLogger(_LightningMLFlowLogger):
         if monitor is None:
             return
         monitor.finish()
+        if monitor._logging_step == self._first_step:  # nothing published yet: the only sample is the one taken at
+            for part in monitor.monitors:  # the start, whose CPU share covers no time (psutil's first reading is 0);
+                part.clear_metrics()  # one sample now covers the whole run instead
+            monitor.collect_metrics()
         pending = monitor.aggregate_metrics()
         if pending:
             monitor.publish_metrics(pending)

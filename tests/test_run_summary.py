@@ -81,5 +81,6 @@ def test_a_fit_logs_its_summary_its_verdict_its_description_and_system_metrics(t
     assert client.search_runs([run.info.experiment_id], order_by=[f"metrics.`{g.GAP_WINDOW}` ASC"])
     # MLflow's system metrics, at least one sample of CPU and memory
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(m)
+    assert m["system/cpu_utilization_percentage"] > 0  # a sample at the end covers the run (the start reads 0)
     # the duality gap is the run's first metric (MLflow's Compare page colours its plot by the first)
     assert run.data._metric_objs[0].key == "game/duality_gap"
