@@ -58,14 +58,15 @@ def compare(cfg: DictConfig, quiet: bool = False) -> dict[str, Path]:
     if found is None:
         raise SystemExit(f"lit_nash compare: no experiment {str(cfg.experiment)!r} in {client.tracking_uri}; "
                          f"the experiments there are {tracking.experiment_names(client)}")
-    mlflow_runs = tracking.all_runs(client, found.experiment_id, cfg.filter)
+    mlflow_runs = [r for r in tracking.all_runs(client, found.experiment_id, cfg.filter)
+                   if r.data.tags.get("command") != "sweep"]  # a sweep's own run holds a comparison, not a training
     metrics = chosen_metrics(mlflow_runs, list(cfg.metrics), say)
     if x not in ("step", "time") and not any(x in r.data.metrics for r in mlflow_runs):
         logged = sorted({m for r in mlflow_runs for m in r.data.metrics})
         raise SystemExit(f"lit_nash compare: x={x!r}: no run logged it; x is step, time, or a logged metric: {logged}")
     runs = load(client, mlflow_runs, keys, list(dict.fromkeys([*metrics, "game/duality_gap"])), x)
     complete = [r for r in runs if r.complete]
-    incomplete = [r for r in runs if not r.complete]
+    incomplete = [r for r in runs if not r.complete and any(v is not None for v in r.values)]
     if not complete:
         left = f" ({len(incomplete)} incomplete run(s): {', '.join(r.status for r in incomplete)})" if incomplete else ""
         raise SystemExit(f"lit_nash compare: no finished runs in experiment {cfg.experiment!r} of {cfg.tracking_uri}"
@@ -89,7 +90,7 @@ def compare(cfg: DictConfig, quiet: bool = False) -> dict[str, Path]:
         log = any(s in metric for s in (cfg.log_scale or []))
         paths = [out / f"curve_{metric.replace('/', '_')}.{f}" for f in formats]
         curves = {name: [r.history for r in members] for name, members in groups.items()}
-        plot_curves(curves, metric, header(keys), log, paths, title=f"{glossary.label(metric)} ({cfg.experiment})",
+        plot_curves(curves, metric, header(keys), log, paths, title=f"{glossary.label(metric)}: {cfg.experiment}",
                     x=x, band=str(cfg.get("band") or "se"), references=references(groups, metric),
                     values={name: members[0].values for name, members in groups.items()})
         written.update({p.name: p for p in paths})

@@ -56,6 +56,9 @@ def test_a_sweep_is_one_mlflow_run_holding_its_comparison_with_its_jobs_nested(t
     view = json.loads(envelope["state"])
     assert "metrics.`summary/gap_window`" in view["selectedColumns"] and view["runsHiddenMode"] == "SHOW_ALL"
     assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "algo"}]
+    # compare over the experiment does not take the sweep's own run for an (incomplete) training run
+    out = run_cli("compare", "experiment=sweep_reset_period", f"out={tmp_path / 'cmp'}", cwd=tmp_path)
+    assert out.returncode == 0 and "incomplete" not in out.stdout and "4 finished runs" in out.stdout, out.stdout
     # each job's run has its own description
     assert all(j.data.tags["mlflow.note.content"].startswith("mpo on comal_cycle (exact play)") for j in jobs)
 
