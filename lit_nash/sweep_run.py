@@ -115,7 +115,7 @@ class SweepRun(Callback):
         from mlflow.entities import Param, RunTag
 
         from lit_nash import tracking
-        from lit_nash.mlflow_views import view_state
+        from lit_nash.mlflow_views import described, view_state
 
         uri, experiment = resolved(config, "logger.tracking_uri"), resolved(config, "logger.experiment_name")
         if not uri or not experiment:
@@ -134,10 +134,10 @@ class SweepRun(Callback):
         self.folder = sweep_folder(config)
         header = sweep_header(name)
         if header:
-            tracking.described(self.client, experiment, "sweep", f"Sweep `{name}`: {header}",
+            described(self.client, experiment, "sweep", f"Sweep `{name}`: {header}",
                                view_state(search="tags.algo LIKE '%'"))
         else:
-            tracking.described(self.client, experiment, "fit")
+            described(self.client, experiment, "fit")
         overrides = [str(o) for o in config.hydra.overrides.task]
         sweeper = {str(k): str(v) for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()}
         params = {**sweeper, **dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)}

@@ -203,28 +203,9 @@ def prepare_store(tracking_uri: str | None, experiment: str | None, key: str, co
         if experiment and store.get_experiment_by_name(experiment) is None:
             store.create_experiment(experiment)
         if experiment:
+            from lit_nash.mlflow_views import described
+
             described(store, experiment, command)
-
-
-FIT_DESCRIPTION = ("Runs of `python -m lit_nash {command}`, one per algorithm, game and seed. Each run's description says "
-                   "what ran and whether its last iterate converged; its summary/* metrics are the columns to sort by. "
-                   "Compare the algorithms over seeds with `python -m lit_nash compare experiment={experiment}`.")
-EVAL_DESCRIPTION = ("Evaluations by `python -m lit_nash eval`: one run per evaluation, holding the win-rate matrix, "
-                    "head_to_head.json and ranking.json; under it one run per policy, with its win rate against each "
-                    "opponent (`vs/<opponent>`) and its Elo rating (`rank/elo`).")
-
-
-def described(client, experiment: str, command: str, text: str | None = None, view: dict | None = None) -> None:
-    """Give the experiment a description and the lit_nash view of its runs (``lit_nash.mlflow_views``), unless it
-    has that view already (a sweep's own description, written first, stays)."""
-    from lit_nash.mlflow_views import VIEW_TAG, describe_experiment, eval_view
-
-    found = client.get_experiment_by_name(experiment)
-    if found is None or VIEW_TAG in found.tags or command not in ("fit", "eval", "sweep"):
-        return
-    if text is None:
-        text = (EVAL_DESCRIPTION if command == "eval" else FIT_DESCRIPTION).format(command=command, experiment=experiment)
-    describe_experiment(client, found.experiment_id, text, view if view is not None else (eval_view() if command == "eval" else None))
 
 
 class Stopped(SystemExit):
