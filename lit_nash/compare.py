@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from lit_nash import glossary, result_table
 from lit_nash.heatmap import plot_win_rates
 from lit_nash.plots import plot_curves, sample_size
-from lit_nash.run_groups import group_keys, group_of, grouped, header, load
+from lit_nash.run_groups import group_keys, group_of, grouped, header, load, training_runs
 
 # MLflow would create an empty store at a sqlite path without a file; say there is none instead
 NO_STORE = ("lit_nash compare: no MLflow store at tracking_uri={uri} (no file {db}); "
@@ -58,8 +58,7 @@ def compare(cfg: DictConfig, quiet: bool = False) -> dict[str, Path]:
     if found is None:
         raise SystemExit(f"lit_nash compare: no experiment {str(cfg.experiment)!r} in {client.tracking_uri}; "
                          f"the experiments there are {tracking.experiment_names(client)}")
-    mlflow_runs = [r for r in tracking.all_runs(client, found.experiment_id, cfg.filter)
-                   if r.data.tags.get("command") != "sweep"]  # a sweep's own run holds a comparison, not a training
+    mlflow_runs = training_runs(tracking.all_runs(client, found.experiment_id, cfg.filter))
     metrics = chosen_metrics(mlflow_runs, list(cfg.metrics), say)
     if x not in ("step", "time") and not any(x in r.data.metrics for r in mlflow_runs):
         logged = sorted({m for r in mlflow_runs for m in r.data.metrics})

@@ -132,14 +132,19 @@ def on_x(run: Run, x: str) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
+def training_runs(runs: list) -> list:
+    """The MLflow runs that are trainings: a sweep's own run (tag ``command=sweep``) holds a comparison."""
+    return [r for r in runs if r.data.tags.get("command") != "sweep"]
+
+
 def load(client, runs: list, keys: list[str], metrics: list[str], x: str = "step") -> list[Run]:
-    """The MLflow ``runs`` as ``Run``s, with the histories of ``metrics`` (and of ``x`` when it is a metric) and
-    their curves on ``x``."""
+    """The MLflow ``runs`` (a sweep's own run left out) as ``Run``s, with the histories of ``metrics`` (and of
+    ``x`` when it is a metric) and their curves on ``x``."""
     from lit_nash import tracking
 
     loaded = list(dict.fromkeys([*metrics, *([x] if x not in ("step", "time") else [])]))
     out = []
-    for r in runs:
+    for r in training_runs(runs):
         max_steps = r.data.params.get("trainer.max_steps")
         run = Run(name=r.info.run_name or r.info.run_id, run_id=r.info.run_id,
                   seed=r.data.tags.get("seed", r.info.run_id), values=tuple(run_value(r, k) for k in keys),

@@ -207,7 +207,7 @@ def test_compare_ranks_by_the_mean_over_seeds_with_its_interval_and_shows_one_se
     out = run_cli("compare", f"out={cmp}", cwd=store)
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{store}/mlruns.db")
-    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id], "tags.sweep != ''")
+    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id], "tags.algo != ''")
     window = {a: [r.data.metrics["summary/gap_window"] for r in runs if r.data.tags["algo"] == a] for a in ("egpo", "mpo")}
     with open(cmp / "ranking.csv", newline="") as f:
         ranked = list(csv.DictReader(f))
@@ -238,7 +238,7 @@ def test_compare_takes_the_x_axis_step_time_or_any_logged_metric(store):
         assert out.returncode == 0, out.stderr[-3000:]
         assert (store / f"cmp_x_{x.replace('/', '_')}" / "curve_game_duality_gap.png").is_file()
     client = tracking.client(f"sqlite:///{store}/mlruns.db")
-    runs = tracking.all_runs(client, client.get_experiment_by_name("lit_nash").experiment_id, "tags.sweep != ''")
+    runs = tracking.all_runs(client, client.get_experiment_by_name("lit_nash").experiment_id, "tags.algo != ''")
     (run, *_) = load(client, runs, ["algo"], ["game/duality_gap"], x="game/exploitability")
     points = run.history["game/duality_gap"]
     assert len(points) == 20 and all(y == pytest.approx(2 * x, abs=1e-12) for x, y in points)
