@@ -88,3 +88,8 @@ def is_gap(key: str) -> bool:
     """A gap, exploitability or KL: non-negative, 0 at its target, drawn on a log axis."""
     last = key.rsplit("/", 1)[-1]
     return any(word in last for word in ("gap", "exploitability", "kl"))
+
+
+def measures_the_machine(key: str) -> bool:
+    """MLflow's system metrics and the timings: they differ between two runs of the same settings."""
+    return key.startswith("system/") or key in (WALL_TIME, SECONDS_TO_EPS)
