@@ -12,7 +12,7 @@ optimizer steps" as on every curve:
   game stops (``summary/reg_ne_gap``);
 * the tag ``converged``: ``true`` when the window mean of the original gap is at most ε (``summary.epsilon``:
   the last iterate is at the NE), or else that of the regularized gap (it is at π*_τ); ``converged_to`` says
-  which (``NE``, ``regularized NE``, ``none``). A run stopped before its ``trainer.max_steps`` gets neither tag;
+  which (``NE``, ``regularized NE``, ``none``);
 * ``summary/steps_to_eps``: the optimizer steps until that gap (the original one where neither converged)
   stays at or below ε to the end, and ``summary/queries_to_eps`` and ``summary/seconds_to_eps`` at that step
   (preference queries: runs that log ``pref/queries``; seconds since the first logged step);
@@ -20,7 +20,9 @@ optimizer steps" as on every curve:
 * without a game: the final and window-mean training loss and the latest ``eval/win_rate_vs_ref``;
 * always: ``summary/wall_time_s`` (the time in ``trainer.fit``) and ``summary/steps`` (optimizer steps done).
 
-The run's description (the MLflow note the run page shows) says what ran and whether it converged."""
+The run's description (the MLflow note the run page shows) says what ran and whether it converged. A run
+stopped before its ``trainer.max_steps`` (a signal) logs none of these, only its description; a resume that
+finishes it logs them then."""
 
 from __future__ import annotations
 
@@ -161,6 +163,9 @@ def log_summary(client, run_id: str, cfg, tags: dict[str, str], seconds: float, 
     complete = steps >= int(cfg.trainer.max_steps)
     metrics, new_tags = summarize(history, epsilon, window, seconds, steps, complete, reference)
     new_tags[NOTE] = describe({**tags, **new_tags}, cfg, metrics, epsilon, window)
+    if not complete:  # stopped early: its description says so; the results come when a resume finishes it
+        client.set_tag(run_id, NOTE, new_tags[NOTE] + " Stopped before its last step: no summary yet.")
+        return {}
     now, step = int(time.time() * 1000), max(steps - 1, 0)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
                      tags=[RunTag(k, v) for k, v in new_tags.items()])
