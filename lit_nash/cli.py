@@ -26,6 +26,8 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
+from lit_nash.streams import protect_terminal
+
 COMMANDS = {
     "fit": ("lit_nash.fit", "train a policy with an NLHF algorithm (conf/fit.yaml)"),
     "train_preference": (
@@ -150,6 +152,10 @@ def run_folder_settled():
     except BaseException as e:
         settle_run_folder(e)
         raise
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():  # a run continued in its folder (a sweep's job) is no longer the failed one
+        (Path(HydraConfig.get().runtime.output_dir) / FAILED).unlink(missing_ok=True)
 
 
 def _help(run) -> None:
@@ -166,6 +172,7 @@ def _help(run) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    protect_terminal()  # a closed pipe (| tee after Ctrl+C) never fails a run that is stopping cleanly
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["--version"], ["-V"]):
         from lit_nash import __version__
@@ -189,9 +196,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lit_nash: unknown command {command!r}\n", file=sys.stderr)
         _print_commands(sys.stderr)
         raise SystemExit(2)
+    if command == "fit" and "LOCAL_RANK" not in os.environ:
+        from lit_nash.sweep_resume import continued_sweep_args
+
+        args = continued_sweep_args(args)  # -m resume=<sweep folder>: the stopped sweep's command, into its folder
     sys.argv = [sys.argv[0], *args]
     if "-m" in args or "--multirun" in args:  # this process launches a sweep: its workers name the same folder
         os.environ[SWEEP_FOLDER_ENV] = _new_folder_name()
     register_resolvers()
     run = importlib.import_module(COMMANDS[command][0]).main
-    _help(run) if "--help" in args or "-h" in args else run()
+    try:
+        _help(run) if "--help" in args or "-h" in args else run()
+    except KeyboardInterrupt:  # Ctrl+C outside training (building, between a sweep's jobs): one line, not a traceback
+        print(f"lit_nash {command}: stopped by SIGINT", file=sys.stderr)
+        raise SystemExit(130) from None
