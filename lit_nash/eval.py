@@ -118,6 +118,8 @@ def play_out(player: Player, preference, device, prompt, n: int, batch_size: int
     from lit_nash.rollout import Rollouts
 
     policy = player.policy.to(device).eval()
+    if hasattr(preference, "check_context") and hasattr(policy, "prompt_text"):  # the judge's positions, before sampling
+        preference.check_context([policy.prompt_text(i) for i in prompt.tolist()], policy.max_new_tokens)
     rollouts = Rollouts(policy, build_generator(player.config, policy), preference)
     player.own, player.ref = [], []
     for i in range(0, prompt.shape[0], batch_size):
