@@ -43,5 +43,5 @@ def missing_model(value: str, key: str, hub: bool = True) -> str | None:
     else:
         missing = next(p for p in [*reversed(path.parents), path] if not p.exists())
         where, hint = f"the folder {str(missing)!r} does not exist", ""
-    return (f"{key}={str(value)!r} does not exist: {where}{hint}. Give a model directory saved with save_pretrained "
-            "(config.json and the weights)" + (", or a hub name (org/name)" if hub else ""))
+    return (f"{key}={str(value)!r} does not exist: {where}{hint or '.'} Give a model directory saved with "
+            "save_pretrained (config.json and the weights)" + (", or a hub name (org/name)" if hub else ""))
