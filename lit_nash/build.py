@@ -73,6 +73,23 @@ def build_network(cfg: DictConfig, game, data):
     return instantiate(node, _partial_=True)(**sources)
 
 
+def build_trained_network(checkpoint: dict[str, Any], command: str = "eval"):
+    """The policy network a ``fit`` checkpoint holds, rebuilt from the config it carries and loaded with its
+    weights (snapshots included): ``(network, config, game)``. ``eval`` and ``export`` read policies this way.
+    A LoRA checkpoint's base model is checked (path, content hash) before anything is built."""
+    from lit_nash.policy.base_model import check, recorded
+    from lit_nash.tracking import CONFIG_KEY
+
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    check(recorded(checkpoint), cfg.policy.get("model_path"), command)
+    game = build_game(cfg)
+    network = build_network(cfg, game, build_data(cfg, game))
+    state = {k[len("network."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("network.")}
+    network.register_checkpoint(state)
+    network.load_state_dict(state)
+    return network, cfg, game
+
+
 def build_generator(cfg: DictConfig, network):
     """The generator that samples from the network: the configured one for an LM, the tabular sampler for a
     tabular policy."""

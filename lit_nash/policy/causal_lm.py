@@ -24,6 +24,7 @@ from torch.func import functional_call
 
 from lit_nash.guards import check_finite
 from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, load_tokenizer, resolve_pad_token
+from lit_nash.policy.base_model import BaseModelRef, leave_out_frozen
 from lit_nash.policy.network import SnapshotMixin
 from lit_nash.policy.prompts import PromptCodec
 from lit_nash.policy.snapshots import PREFIX, Snapshots, _name
@@ -171,6 +172,9 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
             with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_lora_config(lora, model)))
+        if self.lora:  # checkpoints hold the adapters and name the base model (path, content hash)
+            self.base_model = BaseModelRef(model_path)
+            leave_out_frozen(self)
         _contiguous_head_input(model)
         _disable_dropout(model)  # LoRA's dropout too
         self.model = model.train()  # from_pretrained leaves eval mode; without dropout the two modes agree
