@@ -38,6 +38,7 @@ COMMANDS = {
     ),
     "bench": ("lit_nash.bench", "time online steps of an algorithm on the shared spec; one JSON line (conf/bench.yaml)"),
     "compare": ("lit_nash.compare", "table and plots of MLflow runs: final metrics per algorithm over seeds (conf/compare.yaml)"),
+    "export": ("lit_nash.export", "a trained policy as a Hugging Face model folder, merged or as its LoRA adapter (conf/export.yaml)"),
 }
 
 USAGE = ("usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_nash <command> --help; "

@@ -45,6 +45,7 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.cli import training_started
     from lit_nash.checkpointing import (LAST, AtomicCheckpointIO, CheckpointWriteError, LastCheckpoint, RunRecord,
                                         StopOnSignal, check_owner)
+    from lit_nash.export import check_export_dir, export_at_end
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
     from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
@@ -60,6 +61,7 @@ def fit(cfg: DictConfig) -> float | None:
         choices = {}  # the command's group choices are not the run's: its config is the checkpoint's
     if cfg.trainer.get("enable_checkpointing", True) is not False and rank_zero_only.rank == 0:
         check_owner(Path(cfg.checkpoint.dir) / LAST, resume_from)  # a run writes only its own last.ckpt
+        check_export_dir(cfg, run.get("uuid"))  # export.dir: empty, new, or this run's own earlier export
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_run(cfg, choices)
     game, algorithm = parts.game, parts.algorithm
@@ -125,6 +127,8 @@ def fit(cfg: DictConfig) -> float | None:
               f"{checkpoint.path}. Continue with: python -m lit_nash fit resume={logger.run_id or checkpoint.path}",
               file=sys.stderr)
         raise SystemExit(128 + int(getattr(signal, stop.signal_name)))
+    if trainer.is_global_zero and (cfg.get("export") or {}).get("dir") is not None:  # the run finished: its model leaves lit_nash
+        export_at_end(parts.network, cfg, record.uuid, getattr(logger, "run_id", None), trainer.global_step)
     return final.get("game/duality_gap", final.get("train/loss"))
 
 
