@@ -146,12 +146,15 @@ def _sweep_tags(choices) -> dict[str, str]:
 def _resume(cfg: DictConfig):
     """The run a ``resume=`` names: its checkpoint, its own config (what the command may change applied) and
     its MLflow run."""
-    from lit_nash.checkpointing import find_checkpoint, read_run, resumed_config
+    from lit_nash.checkpointing import find_checkpoint, load_checkpoint, read_run, resumed_config
+    from lit_nash.policy.base_model import follow
     from lit_nash.tracking import run_exists
 
     path = find_checkpoint(cfg.resume, cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"))
     stored, run = read_run(path)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    named = any(o.lstrip("+").split("=", 1)[0] == "policy.model_path" for o in overrides)  # a LoRA base that moved
+    follow(stored, load_checkpoint(path, "fit resume", mmap=True), cfg.policy.model_path if named else None, cfg.resume)
     config = resumed_config(cfg, stored, overrides)
     if run.get("tracking_uri") and run["tracking_uri"] != config.logger.get("tracking_uri"):
         run = {k: v for k, v in run.items() if k == "uuid"}  # the store moved: log into a new run of the configured store

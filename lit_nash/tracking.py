@@ -59,7 +59,7 @@ def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[s
 
 
 # a final checkpoint (or an exported model folder) under 100 MB is also an artifact of its run: every tabular and
-# token-game run, and a LoRA run of a small model (SmolLM2-135M: about 30 MB, adapters and optimizer state); a
+# token-game run, and a LoRA run of a small model (SmolLM2-135M with MPO: 40 MB, adapters and optimizer state); a
 # full fine-tune of a real model is not copied into the store (its tag names the file)
 CHECKPOINT_ARTIFACT_BYTES = 100 * 2**20
 

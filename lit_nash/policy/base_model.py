@@ -70,10 +70,32 @@ def check(record: dict[str, str] | None, folder: str | Path, command: str, fix: 
     if record is None or (why := mismatch(record, folder)) is None:
         return
     raise SystemExit(
-        f"lit_nash {command}: the base model of this LoRA run is not where its checkpoint says: {why}. The checkpoint "
-        f"holds only the adapters; it needs the model of {record['path']!r} (content hash {record['sha256'][:12]}): "
-        f"move it back there" + (f", or {fix} (accepted if its content hash matches)" if fix else "")
+        f"lit_nash {command}: this LoRA run's checkpoint holds only its adapters, trained on the base model "
+        f"{record['path']!r} (content hash {record['sha256'][:12]}), and {why}: move that model back there"
+        + (f", or {fix} (accepted if its content hash matches)" if fix else "")
     )
+
+
+def follow(stored: dict[str, Any], checkpoint: dict[str, Any], named: str | None, resume: str) -> None:
+    """A resume of a LoRA run: its base model is where the stored config says, or in the folder this command
+    names (``named``: ``++policy.model_path=<folder>``); else one line says what to do. A folder that moved moved
+    for every key that named it (a token game's oracle reads the policy's tokenizer): each takes the new folder.
+    A run without a base model record (full fine-tuning, older checkpoints) is left as it is."""
+    record = recorded(checkpoint)
+    if record is None:
+        return
+    old = stored["policy"]["model_path"]
+    folder = named if named is not None else old
+    check(record, folder, "fit", f"name its new folder: resume={resume} ++policy.model_path=<folder>")
+    _replace(stored, old, str(folder))
+
+
+def _replace(node: Any, old: str, new: str) -> None:
+    for key, value in (node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()):
+        if value == old:
+            node[key] = new
+        else:
+            _replace(value, old, new)
 
 
 class BaseModelRef(nn.Module):
