@@ -48,6 +48,7 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.export import check_export_dir, export_at_end
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
+    from lit_nash.rollout_metrics import RolloutMetrics
     from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
 
     if HydraConfig.initialized():  # Hydra's job_logging (conf/fit.yaml) routes every record: to the run's log
@@ -82,12 +83,15 @@ def fit(cfg: DictConfig) -> float | None:
     stop = StopOnSignal(checkpoint) if saving else None
     record = RunRecord(OmegaConf.to_container(cfg, resolve=True), str(checkpoint.path) if saving else None,
                        run.get("uuid"))
-    callbacks = [c for c in (algorithm, parts.metrics, parts.evaluation, RNGCheckpoint(cfg.seed), record, stop, checkpoint)
-                 if c is not None]
+    stats = RolloutMetrics() if parts.data.sampled else None  # the loss and rollout statistics, first and last step too
+    callbacks = [c for c in (algorithm, parts.metrics, stats, parts.evaluation, RNGCheckpoint(cfg.seed), record, stop,
+                             checkpoint) if c is not None]
     callbacks += build_callbacks(cfg.get("callbacks"))  # the user's own
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
     trainer: L.Trainer = build_trainer(cfg, logger=logger, callbacks=callbacks)
+    if trainer.progress_bar_callback is not None and hasattr(trainer.progress_bar_callback, "watch"):
+        trainer.profiler = trainer.progress_bar_callback.watch(trainer.profiler)  # the bar names the step's phase
     parts.rollouts.profiler = trainer.profiler
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a sharded save swaps its folder in (sharding.py)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -109,7 +113,7 @@ def fit(cfg: DictConfig) -> float | None:
             trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
         except CheckpointWriteError as e:  # Lightning marked the MLflow run FAILED; the previous checkpoint stays
             raise SystemExit(f"lit_nash fit: {e}") from None
-    final = parts.metrics.final(parts.policy) if parts.metrics is not None else {
+    final = parts.metrics.final(parts.policy) if parts.metrics is not None else stats.last if stats is not None else {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
     }
     if trainer.is_global_zero:
