@@ -35,7 +35,8 @@ def step_seconds(weights: list[torch.Tensor], rows: int, repeats: int = 20) -> f
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("model", nargs="?", default="/work/real_models/smollm2-135m-instruct")
+    parser.add_argument("model", nargs="?", default=os.path.join(os.environ.get("LIT_NASH_REAL_MODELS", "real_models"),
+                                                                   "smollm2-135m-instruct"))
     parser.add_argument("--rows", type=int, default=16, help="sequences decoded together (8 prompts x 2 samples)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = parser.parse_args()

@@ -35,8 +35,9 @@ def rate(generator, policy, prompt, calls=3):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("model", nargs="?", default="/work/real_models/smollm2-135m-instruct")
-    parser.add_argument("--prompts", default="/work/shared/real_models/instructions.jsonl")
+    parser.add_argument("model", nargs="?", default=os.path.join(os.environ.get("LIT_NASH_REAL_MODELS", "real_models"),
+                                                                   "smollm2-135m-instruct"))
+    parser.add_argument("--prompts", default=str(Path(__file__).resolve().parents[1] / "data" / "instructions.jsonl"))
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--compiled", action="store_true", help="also vLLM with enforce_eager=false (minutes of compilation)")
     args = parser.parse_args()

@@ -84,7 +84,7 @@ def test_online_ipo_one_preference_call_equals_the_two_call_path(tmp_path):
 
 
 REAL_MODELS = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models"))
-INSTRUCTIONS = Path(__file__).resolve().parents[2] / "shared" / "real_models" / "instructions.jsonl"
+INSTRUCTIONS = Path(__file__).resolve().parents[1] / "data" / "instructions.jsonl"
 
 
 def test_the_real_model_spec_is_the_issue_s_spec(monkeypatch):
@@ -106,7 +106,7 @@ def test_the_real_model_spec_is_the_issue_s_spec(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REAL_MODELS / "smollm2-135m-instruct").is_dir() or not INSTRUCTIONS.is_file(),
-                    reason=f"no real models in {REAL_MODELS}: bash ../shared/real_models/prepare.sh {REAL_MODELS}")
+                    reason=f"no real models in {REAL_MODELS}: python scripts/prepare_real_models.py {REAL_MODELS}")
 def test_bench_runs_the_real_model_spec(tmp_path):
     done = run_cli("bench", "task=bench_real", f"policy.model_path={REAL_MODELS / 'smollm2-135m-instruct'}",
                    f"preference.path={REAL_MODELS / 'all-minilm-l6-v2'}", f"data.path={INSTRUCTIONS}",

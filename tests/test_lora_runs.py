@@ -2,7 +2,7 @@
 could not be evaluated nor resumed (``torch.load(weights_only=True)``: ``Unsupported global: GLOBAL
 omegaconf.dictconfig.DictConfig``), and ``policy=causal_lm_lora`` named GPT-2's modules, so a Llama model
 failed (peft's NoMatchingPeftModuleError). Also a short LoRA run on a real pretrained Llama-architecture
-model (SmolLM2-135M-Instruct, /work/shared/real_models/prepare.sh), skipped when it is not there."""
+model (SmolLM2-135M-Instruct, scripts/prepare_real_models.py), skipped when it is not there."""
 
 import os
 from pathlib import Path
@@ -15,7 +15,7 @@ from tests.cli import run_cli
 
 REAL_MODELS = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models"))
 SMOLLM2 = REAL_MODELS / "smollm2-135m-instruct"
-INSTRUCTIONS = Path("/work/shared/real_models/instructions.jsonl")
+INSTRUCTIONS = Path(__file__).resolve().parents[1] / "data" / "instructions.jsonl"
 QUIET = ["trainer.enable_progress_bar=false"]
 
 
@@ -127,7 +127,7 @@ def test_a_lora_checkpoint_names_its_base_model_reaches_mlflow_and_resumes_bit_i
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: build it with "
-                    "bash /work/shared/real_models/prepare.sh /work/real_models (or set LIT_NASH_REAL_MODELS)")
+                    f"python scripts/prepare_real_models.py {REAL_MODELS} (or set LIT_NASH_REAL_MODELS)")
 def test_lora_fit_on_smollm2_with_itself_as_judge(tmp_path):
     """Real text on a real instruct model, offline: task=text, the default LoRA, and SmolLM2 as its own
     (weak) LLM judge (preference=judge), since no pairwise classifier for its text ships with the models.

@@ -43,7 +43,7 @@ LORA = {"gpt2": {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"]
         "llama": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}}
 SMALL_KV = dict(kv_cache_gib=0.0625)  # a tiny model's KV cache; several engines live in one test process
 SMOLLM2 = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models")) / "smollm2-135m-instruct"
-INSTRUCTIONS = Path("/work/shared/real_models/instructions.jsonl")
+INSTRUCTIONS = Path(__file__).resolve().parents[2] / "data" / "instructions.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_fit_with_the_vllm_generator_through_the_cli(tmp_path):
 
 @needs_vllm
 @pytest.mark.slow
-@pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: bash /work/shared/real_models/prepare.sh /work/real_models")
+@pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: python scripts/prepare_real_models.py {SMOLLM2.parent}")
 def test_smollm2_greedy_outputs_match_after_a_step():
     """SmolLM2-135M-Instruct (Llama, chat template), fp32: after one AdamW step on its own greedy answers
     the engine's greedy continuations of 4 chat prompts equal the training model's (16 new tokens)."""
