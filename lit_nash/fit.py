@@ -62,6 +62,7 @@ def fit(cfg: DictConfig) -> float | None:
         choices = {}  # the command's group choices are not the run's: its config is the checkpoint's
     if cfg.trainer.get("enable_checkpointing", True) is not False and rank_zero_only.rank == 0:
         check_owner(Path(cfg.checkpoint.dir) / LAST, resume_from)  # a run writes only its own last.ckpt
+    if rank_zero_only.rank == 0:
         check_export_dir(cfg, run.get("uuid"))  # export.dir: empty, new, or this run's own earlier export
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_run(cfg, choices)
