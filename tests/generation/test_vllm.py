@@ -41,7 +41,9 @@ GAME = token_game()
 PROMPTS = torch.arange(GAME.num_prompts)
 LORA = {"gpt2": {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"]},
         "llama": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}}
-SMALL_KV = dict(kv_cache_gib=0.0625)  # a tiny model's KV cache; several engines live in one test process
+# eager engines (start-up in seconds; the shipped default, compiled, is tested once, slow) with a tiny model's
+# KV cache: several engines live in one test process
+SMALL_KV = dict(kv_cache_gib=0.0625, enforce_eager=True)
 SMOLLM2 = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models")) / "smollm2-135m-instruct"
 INSTRUCTIONS = Path("/work/shared/real_models/instructions.jsonl")
 
@@ -155,22 +157,25 @@ def test_samples_have_the_hf_layout_seeds_and_log_probs(trained):
     assert not torch.equal(*unseeded)  # a seed drawn from torch's global stream
 
 
-# the default run: GPT-2 fully fine-tuned and Llama with LoRA (merged-weight pushes); the other two are slow
-CASES = [pytest.param(arch, lora, id=f"{arch}-lora{int(lora)}",
+# the default run: GPT-2 fully fine-tuned and Llama with LoRA (merged-weight pushes), eager; the other two and
+# the shipped default, compiled (torch.compile on a CPU: a minute of start-up), are slow
+CASES = [pytest.param(arch, lora, True, id=f"{arch}-lora{int(lora)}",
                       marks=[pytest.mark.slow] if (arch == "llama") != lora else [])
          for arch in ("gpt2", "llama") for lora in (False, True)]
+CASES.append(pytest.param("llama", True, False, id="llama-lora1-compiled", marks=[pytest.mark.slow]))
 
 
 @needs_vllm
-@pytest.mark.parametrize("arch,lora", CASES)
-def test_after_training_the_engine_samples_the_trained_weights(paths, arch, lora):
+@pytest.mark.parametrize("arch,lora,eager", CASES)
+def test_after_training_the_engine_samples_the_trained_weights(paths, arch, lora, eager):
     """Train a few AdamW steps, sync: vLLM's greedy outputs are the training model's (its own Hugging Face
     greedy decoding). A sync without a change pushes nothing; a change the rollout did not flag (more steps,
     no sync) is pushed by the next generate; a snapshot group samples the snapshot (the reference: the
-    starting weights, or LoRA's base model), then the policy's weights come back."""
+    starting weights, or LoRA's base model), then the policy's weights come back. Compiled engines too: a
+    push reloads the weights in place, under the compiled graph."""
     torch.manual_seed(0)
     policy = CausalLMPolicy(paths[arch], game=GAME, max_new_tokens=6, lora=LORA[arch] if lora else None)
-    generator = VLLMGenerator(policy, **SMALL_KV)
+    generator = VLLMGenerator(policy, **(SMALL_KV if eager else dict(kv_cache_gib=0.0625)))
     greedy = SamplingGroup(k=1, temperature=0.0, seed=0)
 
     def hf_greedy(source="policy"):
@@ -230,6 +235,7 @@ def test_fit_with_the_vllm_generator_through_the_cli(tmp_path):
     import mlflow
 
     out = run_cli("fit", "task=token_game", "algo=egpo", "generator=vllm", "generator.kv_cache_gib=0.0625",
+                  "generator.enforce_eager=true",
                   "trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
                   cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -247,7 +253,7 @@ def test_smollm2_greedy_outputs_match_after_a_step():
     the engine's greedy continuations of 4 chat prompts equal the training model's (16 new tokens)."""
     prompts = [json.loads(line)["prompt"] for line in INSTRUCTIONS.read_text().splitlines()[:4]]
     policy = CausalLMPolicy(str(SMOLLM2), prompts=prompts, max_new_tokens=16)
-    generator = VLLMGenerator(policy, kv_cache_gib=0.25, max_model_len=1024)
+    generator = VLLMGenerator(policy, kv_cache_gib=0.25, max_model_len=1024, enforce_eager=True)
     x = torch.arange(len(prompts))
     ids, mask = policy.codec.prompt_batch(x, 1, "cpu")
 
