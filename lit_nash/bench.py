@@ -9,7 +9,8 @@ minus MLflow and checkpoints. What a benchmark adds is measurement, through Ligh
   service's ``generate``, ``preference`` and ``logprobs`` actions) and the update (Lightning's
   ``run_training_batch``: the loss forward with grad, backward and the optimizer step), each as a median
   over the same steps; what is left is ``other`` (pair selection, the schedule, metrics);
-* prompts/s and generated tokens/s (tokens up to and including EOS), peak memory (the process's peak RSS
+* prompts/s and generated tokens/s over the whole step, and over the generation time alone (tokens up to and
+  including EOS), peak memory (the process's peak RSS
   on CPU, peak allocated on CUDA), and the versions of everything that changes the figures;
 * with ``bench.mfu``, the floating-point operations of the update and of the no-grad log-prob passes, counted
   as they run on the warm-up steps (``torch.utils.flop_counter``: matrix products and attention, recomputation
@@ -87,6 +88,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "split_s": split,
         "prompts_per_s": sum(s["prompts"] for s in kept) / seconds,
         "generated_tokens_per_s": sum(s["tokens"] for s in kept) / seconds,
+        "generation_tokens_per_s": sum(s["tokens"] for s in kept) / max(sum(s["generate"] for s in kept), 1e-9),
         "peak_memory_mb": peak_memory_mb(policy.device),
         "memory": "cuda_max_allocated" if policy.device.type == "cuda" else "max_rss",
         "memory_floor_mb": memory_floor_mb(parts, trainer),
@@ -265,7 +267,8 @@ def rss_mb() -> float:
 
 
 def memory_floor_mb(parts, trainer) -> dict[str, float]:
-    """The tensors the algorithm must hold, in MiB, each counted once (shared storage once): the policy's
+    """The tensors the algorithm must hold in this process, in MiB (an FSDP2 shard's local part), each counted
+    once (shared storage once): the policy's
     parameters (a frozen base included), the gradients of its trainable ones, the optimizer state, the
     snapshots it reads, a two-call algorithm's saved θ_t and optimizer state, the preference model. On a CPU
     the peak (max RSS) adds the Python and torch runtime and the activations to this floor."""
@@ -273,11 +276,15 @@ def memory_floor_mb(parts, trainer) -> dict[str, float]:
 
     seen: set[int] = set()
 
+    def local(t):  # this process's part of an FSDP2 shard (DTensor)
+        return t.to_local() if hasattr(t, "to_local") else t
+
     def mib(tensors) -> float:
         total = 0
         for t in tensors:
             if not isinstance(t, torch.Tensor) or t.device.type == "meta":
                 continue
+            t = local(t)
             key = t.untyped_storage().data_ptr()
             if key in seen:
                 continue
@@ -296,7 +303,7 @@ def memory_floor_mb(parts, trainer) -> dict[str, float]:
                 yield from flat(v)
 
     network, optimizer = parts.network, trainer.optimizers[0] if trainer.optimizers else None
-    trainable = sum(p.numel() * p.element_size() for p in network.parameters() if p.requires_grad) / 2**20
+    trainable = sum(local(p).numel() * p.element_size() for p in network.parameters() if p.requires_grad) / 2**20
     split = {
         "snapshots": mib(network.snapshots.buffers()),  # full-FT snapshots are copies; LoRA's hold adapters
         "parameters": mib(network.parameters()),

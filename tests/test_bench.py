@@ -28,6 +28,7 @@ def test_bench_prints_one_json_line_with_every_field(tmp_path, algo, precision):
     assert split["generate"] > 0 and split["preference"] > 0 and split["update"] > 0
     assert result["median_step_s"] >= split["generate"]
     assert result["prompts_per_s"] > 0 and result["generated_tokens_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert result["generation_tokens_per_s"] > result["generated_tokens_per_s"]  # over generation's seconds alone
     assert result["versions"]["torch"].startswith("2.") and result["memory"] == "max_rss"
     # the floor: the spec's GPT-2 parameters (1 layer, width 32, 64-token vocabulary) counted from the config,
     # their gradients and AdamW's two moments, the reference snapshot (a full copy), a reward model of the
