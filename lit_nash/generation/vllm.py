@@ -51,7 +51,11 @@ from torch import Tensor
 
 from lit_nash.generation.base import Samples, SamplingGroup
 
-GAP_BOUNDS = {"float32": 1e-3, "16-bit": 0.05}  # per token; calibrated in docs/performance.md ("vLLM, one engine per rank")
+# The largest mean |log π_vLLM − log π_t| per token after a push, by precision. Measured on SmolLM2-135M-Instruct
+# (scripts/vllm_logprob_gap.py, docs/performance.md): with the right weights 7e-6 in fp32 and 0.006-0.011 in bf16;
+# with one layer left one optimizer step behind 1e-4-6e-4 in fp32 (caught) and 0.006-0.010 in bf16 (bf16's own
+# rounding is larger: the bf16 bound catches only grossly wrong weights).
+GAP_BOUNDS = {"float32": 1e-4, "16-bit": 0.05}
 MIXTURE = ("generator=vllm cannot sample the token-level geometric mixture of the policy and the reference "
            "(Nash-MD, algo.opponent=mixture): no vLLM engine runs two models per token. Use generator=hf")
 ENV = {  # the in-process engine on a shared CPU box (ENVIRONMENT.md section 7); a user's own settings win
@@ -131,21 +135,23 @@ def _preserved_process_state() -> Iterator[None]:
 
 
 @contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Only errors of vLLM's logger ``name`` inside the block: its reload warns on every push for each layer
+def _quiet(*names: str) -> Iterator[None]:
+    """Only errors of vLLM's loggers ``names`` inside the block: its reload warns on every push for each layer
     whose only tensors are derived ones (Llama's rotary cos/sin cache, correctly kept as it was), and its CPU
     worker on each ``torch.set_num_threads`` of the engine's start-up. A filter, not a level: vLLM configures
     its loggers while the engine starts, which resets their levels."""
     import logging
 
-    logger = logging.getLogger(name)
+    loggers = [logging.getLogger(name) for name in names]
     errors_only = logging.Filter()
     errors_only.filter = lambda record: record.levelno >= logging.ERROR
-    logger.addFilter(errors_only)
+    for logger in loggers:
+        logger.addFilter(errors_only)
     try:
         yield
     finally:
-        logger.removeFilter(errors_only)
+        for logger in loggers:
+            logger.removeFilter(errors_only)
 
 
 class VLLMGenerator:
@@ -224,7 +230,9 @@ class VLLMGenerator:
         if self.max_model_len is not None:
             kwargs["max_model_len"] = int(self.max_model_len)
         kwargs.update(self.engine_kwargs)
-        with _preserved_process_state(), _quiet("vllm.v1.worker.cpu_worker"):  # a warning per set_num_threads
+        # quiet: a warning per set_num_threads of the CPU worker's start-up, and per weight when an fp32 checkpoint
+        # is loaded into a bf16 engine
+        with _preserved_process_state(), _quiet("vllm.v1.worker.cpu_worker", "vllm.model_executor.models.utils"):
             return vllm.LLM(**kwargs)
 
     # -- weights ----------------------------------------------------------------------------------------
@@ -311,9 +319,11 @@ class VLLMGenerator:
     # -- the samples' weights, checked --------------------------------------------------------------------
     def gap_bound(self, precision: str = "32") -> tuple[float, str]:
         """The largest per-token gap allowed, and the precision it was calibrated for: 16-bit when the engine
-        or the training forward (``trainer.precision``) runs in bf16 or fp16."""
+        or the training forward (``trainer.precision``) runs in bf16 or fp16, or fp32 products may round to
+        TF32 or bf16 (``torch.set_float32_matmul_precision`` below "highest")."""
         engine = self.dtype or str(next(self.network.model.parameters()).dtype).removeprefix("torch.")
-        kind = "16-bit" if "16" in engine or "16" in str(precision) else "float32"
+        low = "16" in engine or "16" in str(precision) or torch.get_float32_matmul_precision() != "highest"
+        kind = "16-bit" if low else "float32"
         return (self.max_logprob_gap if self.max_logprob_gap is not None else GAP_BOUNDS[kind]), kind
 
     def check_logprob_gap(self, gap: float | None, precision: str = "32", step: int | None = None) -> None:

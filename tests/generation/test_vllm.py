@@ -276,3 +276,32 @@ def test_smollm2_greedy_outputs_match_after_a_step():
     second = hf_greedy()
     T = min(w.responses.shape[-1], second.shape[-1])
     assert torch.equal(w.responses[:, 0, :T], second[:, :T])
+
+
+def test_the_gap_check_runs_after_a_push_and_stops_above_its_bound(paths):
+    """``check_logprob_gap`` acts only after a push of the policy (``gap_due``), waits while no policy sample was
+    scored, and stops above the bound of the run's precision (fp32: 1e-4 per token; bf16 on either side: 0.05),
+    naming the rank, the gap and the step. No engine is started."""
+    policy = CausalLMPolicy(paths["gpt2"], game=GAME, max_new_tokens=3)
+    generator = VLLMGenerator(policy)
+    generator.check_logprob_gap(1.0)  # nothing pushed: nothing to check
+    generator.gap_due = True
+    generator.check_logprob_gap(None)  # no policy samples this step: checked at the next
+    assert generator.gap_due
+    generator.check_logprob_gap(5e-5)
+    assert not generator.gap_due
+    generator.gap_due = True
+    with pytest.raises(RuntimeError, match=r"step 3\) is above the float32 bound 0.0001 \(rank 0: 0.0002\)"):
+        generator.check_logprob_gap(2e-4, step=3)
+    for precision, gap in (("bf16-mixed", 0.02), ("bf16-true", 0.06)):
+        generator.gap_due = True
+        if gap < 0.05:
+            generator.check_logprob_gap(gap, precision=precision)
+        else:
+            with pytest.raises(RuntimeError, match="16-bit bound 0.05"):
+                generator.check_logprob_gap(gap, precision=precision)
+    assert VLLMGenerator(policy, dtype="bfloat16").gap_bound() == (0.05, "16-bit")
+    assert VLLMGenerator(policy, max_logprob_gap=0.5).gap_bound() == (0.5, "float32")
+    with pytest.raises(ValueError, match="generator.max_logprob_gap must be > 0"):
+        VLLMGenerator(policy, max_logprob_gap=0)
+    assert generator._llm is None
