@@ -18,6 +18,7 @@ from pathlib import Path
 for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[key] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # stdout holds the JSON lines only
 
 import torch  # noqa: E402
 
