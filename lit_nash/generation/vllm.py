@@ -216,9 +216,8 @@ class VLLMGenerator:
         if size > 1:  # one engine per rank on the training process group (external_launcher reads the env://
             import torch.distributed as dist  # variables; Lightning sets the address, not always RANK)
 
-            os.environ.setdefault("RANK", str(rank))
-            os.environ.setdefault("LOCAL_RANK", str(int(os.environ.get("LOCAL_RANK", rank))))
-            os.environ.setdefault("WORLD_SIZE", str(size))
+            for key, value in (("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", size)):  # one node's defaults
+                os.environ.setdefault(key, str(value))
             kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
             dist.barrier()  # every rank builds at the same moment: building runs collectives
         if on_gpu:
