@@ -55,6 +55,7 @@ class PolicyModule(L.LightningModule):
             opt = self.optimizers()
             opt.zero_grad()
             loss = check_finite(self.backward_loss(batch), "loss")
+            self.check_generator(batch)
             check_gradients(self.network.trainable_parameters())
             if self.grad_clip is not None:
                 self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
@@ -94,6 +95,16 @@ class PolicyModule(L.LightningModule):
             batch.policy_logp = torch.cat(logps)
         return total
 
+    def check_generator(self, batch) -> None:
+        """A generator with its own copy of the weights (vLLM) checks, after it pushed them, that its samples'
+        log-probs are the training model's (π_t, from this step's first forward), before the step is taken."""
+        check = getattr(getattr(self.rollouts, "generator", None), "check_logprob_gap", None)
+        if check is not None and getattr(self.rollouts.generator, "gap_due", False):
+            tokens = self.network.response_mask(batch.responses).sum(-1) if isinstance(batch, Rollout) else None
+            gap = generator_logprob_gap(batch, tokens)
+            check(None if gap is None else float(gap), precision=str(self.trainer.precision),
+                  step=self.trainer.global_step + 1)
+
     def micro_batch_loss(self, rollout: Rollout) -> Tensor:
         logp = self.network.response_log_probs(rollout.prompt, rollout.responses, reduction=rollout.reduction)
         if rollout.policy_logp is None:  # the first forward on a rollout is at π_t: keep it for the round
@@ -127,12 +138,15 @@ class PolicyModule(L.LightningModule):
             self.network.register_checkpoint(checkpoint["state_dict"], prefix="network.")
 
 
-def generator_logprob_gap(batch) -> Tensor | None:
+def generator_logprob_gap(batch, tokens: Tensor | None = None) -> Tensor | None:
     """Mean |log π_gen − log π_t| over the responses the generator sampled from the policy: how far the
-    generator's log-probs (vLLM's kernels, its dtype) are from the training model's, which the losses use."""
+    generator's log-probs (vLLM's kernels, its dtype) are from the training model's, which the losses use.
+    With ``tokens`` (N, m), the responses' token counts, per token (summed log-probs divided by them)."""
     if not isinstance(batch, Rollout) or batch.generator_logp is None or batch.policy_logp is None:
         return None
     diff = (batch.generator_logp - batch.policy_logp.to(batch.generator_logp)).abs()
+    if tokens is not None and batch.reduction == "sum":
+        diff = diff / tokens.to(diff).clamp(min=1)
     diff = diff[torch.isfinite(diff)]
     return diff.mean() if diff.numel() else None
 

@@ -25,6 +25,7 @@ from torch.func import functional_call
 from lit_nash.guards import check_finite
 from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, load_tokenizer, resolve_pad_token
 from lit_nash.policy.base_model import BaseModelRef, leave_out_frozen
+from lit_nash.policy.chunked_head import CHUNK_BYTES, chunk_rows, returns_head_output, scoring_head
 from lit_nash.policy.network import SnapshotMixin
 from lit_nash.policy.prompts import PromptCodec
 from lit_nash.policy.snapshots import PREFIX, Snapshots, _name
@@ -178,6 +179,8 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
         _contiguous_head_input(model)
         _disable_dropout(model)  # LoRA's dropout too
         self.model = model.train()  # from_pretrained leaves eval mode; without dropout the two modes agree
+        self.chunked_head = returns_head_output(model)  # log-probs without every position's logits at once
+        self.logit_chunk_bytes = CHUNK_BYTES
         self.codec = PromptCodec(self.tokenizer, prompts, use_chat_template, max_prompt_tokens, self.pad_id,
                                  f"policy.model_path {str(model_path)!r}")
         self.prompts = self.codec.prompts
@@ -308,18 +311,29 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
         resp = responses.reshape(N * k, T).to(ids.device)
         rmask = self.response_mask(resp)
         full, fmask = torch.cat([ids, resp], -1), torch.cat([mask, rmask.long()], -1)
-        pos = (fmask.cumsum(-1) - 1).clamp(min=0)
+        inputs = dict(input_ids=full, attention_mask=fmask, position_ids=(fmask.cumsum(-1) - 1).clamp(min=0),
+                      logits_to_keep=T + 1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and source == "policy"):
-            logits = sum(
-                w * self.forward_as(name, input_ids=full, attention_mask=fmask, position_ids=pos,
-                                    logits_to_keep=T + 1).logits[:, :-1].float()
-                for name, w in sources
-            )
-            lp = logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1) * rmask
-            out = lp.sum(-1)
+            if self.chunked_head and len(sources) == 1:  # the mixture sums logits: the plain path
+                out = self._chunked_log_probs(source, inputs, resp, rmask)
+            else:
+                logits = sum(w * self.forward_as(name, **inputs).logits[:, :-1].float() for name, w in sources)
+                out = (logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1) * rmask).sum(-1)
             if reduction == "mean":
                 out = out / rmask.sum(-1).clamp(min=1)
         return check_finite(out, f"log-probs of {source!r}").view(N, k)
+
+    def _chunked_log_probs(self, source: str, inputs: dict, resp: Tensor, rmask: Tensor) -> Tensor:
+        """Summed log-probs (N·k,) of the scored response tokens (``rmask``), the head and log-softmax run a
+        chunk of positions at a time inside the forward (``lit_nash.policy.chunked_head``)."""
+        head = self.model.get_output_embeddings()
+        positions = torch.cat([rmask, torch.zeros_like(rmask[:, :1])], -1)  # position t predicts token t + 1
+        rows = chunk_rows(head.weight.shape[0], self.logit_chunk_bytes)
+        with scoring_head(head, positions, resp[rmask], rows) as found:
+            self.forward_as(source, **inputs)
+        (lp,) = found
+        row = rmask.nonzero()[:, 0]
+        return torch.zeros(resp.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, row, lp)
 
     # -- exact distribution on a token game --------------------------------------------------------------
     @torch.no_grad()
