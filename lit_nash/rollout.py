@@ -10,8 +10,9 @@ actions; a text preference model reads text, which the rollout decodes with the 
 per distinct sample, so a preference model never calls into the policy. Every probability is checked to
 be finite and in [0, 1].
 
-Shapes: N prompts, k samples of a group, m responses the loss scores per prompt, T tokens (absent for a
-tabular policy, whose responses are action indices).
+Shapes: N prompts, k samples of a group, m responses the loss scores per prompt (each once), c comparisons
+it trains per prompt (indices into the m), T tokens (absent for a tabular policy, whose responses are
+action indices).
 """
 
 from __future__ import annotations
@@ -31,21 +32,31 @@ PAIR_SELECTIONS = ("best_worst", "top2", "tournament")
 
 @dataclass
 class Rollout:
-    """One step's training data. Every tensor's first dimension is the prompt row (N), so a rollout splits
-    into micro-batches by rows (``select``)."""
+    """One step's training data. Each response the loss scores is held once per prompt, and the comparisons
+    it trains are indices into them (``pairs``), so the loss's forward with grad and every snapshot's
+    log-probs run over the m responses of a prompt, however many pairs are trained (all k(k − 1)/2 pairs of
+    k samples cost k sequences, not k(k − 1)). Every tensor's first dimension is the prompt row (N), so a
+    rollout splits into micro-batches by rows (``select``).
+
+    Shapes: m responses scored per prompt, c comparisons trained per prompt (``pairs``), T tokens."""
 
     prompt: Tensor
-    """(N,) prompt indices (a prompt repeats when the loss trains on several pairs of it)."""
+    """(N,) prompt indices, each once."""
     responses: Tensor
-    """(N, m, T) token ids ending with EOS then pad, or (N, m) actions: what the loss scores under π_θ."""
+    """(N, m, T) token ids ending with EOS then pad, or (N, m) actions: what the loss scores under π_θ, each
+    response once."""
     reduction: str = "sum"
     """How the loss's log-probs reduce over tokens: "sum", or "mean" per token."""
+    pairs: Tensor | None = None
+    """(N, c, 2) indices into ``responses``' m dimension: (first, second) of each trained comparison (a
+    pairwise loss reads ``difference``); None for a loss on each response (policy gradients, SPPO)."""
     p: Tensor | None = None
-    """(N, m') preference probabilities of the trained comparisons (P(y ≻ opponent), or P(winner ≻ loser))."""
+    """Preference probabilities: (N, c) P(first ≻ second) of each pair, or (N, m) P(y ≻ its opponent) of each
+    response."""
     target: Tensor | None = None
-    """(N, m') regression target of the loss, computed at sampling time."""
+    """(N, c) or (N, m): the regression target of the loss, per pair or per response, computed at sampling time."""
     weight: Tensor | None = None
-    """(N, m') per-comparison weight of a weighted loss (a 0 drops it)."""
+    """(N, c) or (N, m): per-comparison weight of a weighted loss (a 0 drops the comparison)."""
     anchors: dict[str, Tensor] = field(default_factory=dict)
     """snapshot name → (N, m) log-probs of ``responses`` under that snapshot, no grad."""
     policy_logp: Tensor | None = None
@@ -56,6 +67,11 @@ class Rollout:
     """What was sampled, by role ("policy", "opponent", "proposal", ...): (N, k, T) or (N, k)."""
     generator_logp: Tensor | None = None
     """(N, m) log-probs the generator reported for ``responses`` (diagnostics only; losses recompute)."""
+
+    def difference(self, values: Tensor) -> Tensor:
+        """(N, c): ``values`` (N, m) of each pair's first response minus its second's."""
+        first, second = self.pairs.to(values.device).unbind(-1)
+        return values.gather(1, first) - values.gather(1, second)
 
     def select(self, rows: Tensor) -> "Rollout":
         """The rollout of prompt rows ``rows`` (a micro-batch)."""
@@ -78,6 +94,12 @@ class Rollout:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Rollout":
         return cls(**state)
+
+
+def all_pairs(N: int, k: int, device=None) -> Tensor:
+    """(N, k(k − 1)/2, 2): every pair i < j of k responses, for each of N prompts."""
+    i, j = torch.triu_indices(k, k, offset=1, device=device)
+    return torch.stack([i, j], dim=-1).expand(N, -1, -1).contiguous()
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The practical losses of ALGORITHMS.md §4, written once and composed by the algorithms.
 
-All work on per-response sequence log-probs (N, m) (summed or per-token mean, as the algorithm says):
+All work on per-response log-probs (N, m) (summed or per-token mean, as the algorithm says), each response
+of a rollout scored once; pairwise losses take differences through ``Rollout.difference``:
 
 * ``anchored_log_ratio``  h(y) = ℓ_θ(y) − Σ_a w_a·ℓ_a(y), Σ w = 1 (IPO, INPO, MNPO, COMAL, SPPO, EGPO)
 * ``squared_regression``  mean of weight·(h − target)² (pairwise or per response)
