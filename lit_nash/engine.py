@@ -86,7 +86,9 @@ class PolicyModule(L.LightningModule):
         total, logps = 0.0, []
         for rows in torch.arange(n).tensor_split(self.micro_batches):
             part = batch.select(rows)
-            loss = self.micro_batch_loss(part) * (len(rows) / n)  # its share: the accumulated gradient is the batch's
+            # its share of the prompts: every loss is a mean over prompt rows (weights scaled over the whole step,
+            # Rollout.weight), so the accumulated gradient is the batch's
+            loss = self.micro_batch_loss(part) * (len(rows) / n)
             self.manual_backward(loss)
             total = total + loss.detach()
             logps.append(part.policy_logp)

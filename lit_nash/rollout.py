@@ -18,7 +18,7 @@ action indices).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
@@ -56,7 +56,9 @@ class Rollout:
     target: Tensor | None = None
     """(N, c) or (N, m): the regression target of the loss, per pair or per response, computed at sampling time."""
     weight: Tensor | None = None
-    """(N, c) or (N, m): per-comparison weight of a weighted loss (a 0 drops the comparison)."""
+    """(N, c) or (N, m): per-comparison weight of a weighted loss (a 0 drops the comparison), scaled at
+    construction to mean 1 over the step's rollout: a weighted mean Σ w·err / Σ w is then a plain mean, which
+    the engine's micro-batches (slices of prompts, each weighted by its share of them) add up exactly."""
     anchors: dict[str, Tensor] = field(default_factory=dict)
     """snapshot name → (N, m) log-probs of ``responses`` under that snapshot, no grad."""
     policy_logp: Tensor | None = None
@@ -73,8 +75,12 @@ class Rollout:
         first, second = self.pairs.to(values.device).unbind(-1)
         return values.gather(1, first) - values.gather(1, second)
 
+    def __post_init__(self):
+        if self.weight is not None:
+            self.weight = self.weight * (self.weight.numel() / self.weight.sum().clamp_min(1e-12))
+
     def select(self, rows: Tensor) -> "Rollout":
-        """The rollout of prompt rows ``rows`` (a micro-batch)."""
+        """The rollout of prompt rows ``rows`` (a micro-batch), its weights as the whole step scaled them."""
         def pick(value):
             if isinstance(value, Tensor):
                 return value[rows.to(value.device)]
@@ -82,7 +88,7 @@ class Rollout:
                 return {k: pick(v) for k, v in value.items()}
             return value
 
-        return Rollout(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+        return Rollout._as_is({f.name: pick(getattr(self, f.name)) for f in fields(self)})
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -93,7 +99,16 @@ class Rollout:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Rollout":
-        return cls(**state)
+        return cls._as_is({f.name: state[f.name] for f in fields(cls) if f.name in state})
+
+    @classmethod
+    def _as_is(cls, values: dict[str, Any]) -> "Rollout":
+        """A rollout of fields already scaled (a slice, a saved round): not rescaled, so a resume is exact."""
+        rollout = cls.__new__(cls)
+        for f in fields(cls):
+            setattr(rollout, f.name, values[f.name] if f.name in values else
+                    f.default_factory() if f.default_factory is not MISSING else f.default)
+        return rollout
 
 
 def all_pairs(N: int, k: int, device=None) -> Tensor:

@@ -7,6 +7,9 @@ of a rollout scored once; pairwise losses take differences through ``Rollout.dif
 * ``squared_regression``  mean of weight·(h − target)² (pairwise or per response)
 * ``policy_gradient``     REINFORCE with baseline ½ and KL terms as score-function terms (Nash-MD-PG, MPO,
                           approximate Nash-MP): −(p − ½)·ℓ_θ(y) + Σ_c coef·sg(ℓ_θ(y) − ℓ_c(y))·ℓ_θ(y)
+
+Every loss is a mean over the step's prompt rows (weights are scaled to mean 1 over the step), so the engine's
+micro-batches, slices of prompts each weighted by its share of them, add up to the step's gradient.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ def anchored_log_ratio(logp: Tensor, anchors: Sequence[tuple[float, Tensor]]) ->
 
 
 def squared_regression(h: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """mean of weight·(h − target)². ``Rollout.weight`` has mean 1 over the step, so this is the step's
+    weighted mean Σ w·err / Σ w, and a micro-batch's share of it (the engine weighs each by its prompts)."""
     err = (h - target).pow(2)
-    if weight is None:
-        return err.mean()
-    return (weight * err).sum() / weight.sum().clamp_min(1e-12)
+    return err.mean() if weight is None else (weight * err).mean()
 
 
 def policy_gradient(logp: Tensor, win_prob: Tensor, kl_terms: Sequence[tuple[float, Tensor]] = ()) -> Tensor:
