@@ -59,6 +59,9 @@ class Rollout:
     """(N, c) or (N, m): per-comparison weight of a weighted loss (a 0 drops the comparison), scaled at
     construction to mean 1 over the step's rollout: a weighted mean Σ w·err / Σ w is then a plain mean, which
     the engine's micro-batches (slices of prompts, each weighted by its share of them) add up exactly."""
+    lengths: Tensor | None = None
+    """(N, m) tokens each response's log-prob sums over (up to and including its first EOS, at least 1): a
+    per-token mean times its length is the sequence log-prob (``sequence``). None for actions."""
     anchors: dict[str, Tensor] = field(default_factory=dict)
     """snapshot name → (N, m) log-probs of ``responses`` under that snapshot, no grad."""
     policy_logp: Tensor | None = None
@@ -74,6 +77,13 @@ class Rollout:
         """(N, c): ``values`` (N, m) of each pair's first response minus its second's."""
         first, second = self.pairs.to(values.device).unbind(-1)
         return values.gather(1, first) - values.gather(1, second)
+
+    def sequence(self, logp: Tensor) -> Tensor:
+        """Sequence log-probs (summed over tokens) of log-probs (N, m) reduced as the rollout reduces them: a
+        score-function estimator needs them whatever the reduction (a per-token mean is not a log-density)."""
+        if self.reduction == "mean" and self.lengths is not None:
+            return logp * self.lengths.to(logp)
+        return logp
 
     def __post_init__(self):
         if self.weight is not None:
@@ -261,9 +271,18 @@ class Rollouts:
         responses, opponents = self.sample(prompt, [SamplingGroup(k=k), SamplingGroup(k=k, source=opponent,
                                                                                      mixture_coef=mixture_coef)])
         return Rollout(prompt=prompt, responses=responses, reduction=reduction,
-                       p=self.label(prompt, responses, opponents),
+                       p=self.label(prompt, responses, opponents), lengths=self.lengths(responses),
                        anchors=self.anchors(prompt, responses, anchors, reduction),
                        samples={"policy": responses, "opponent": opponents})
+
+
+    def lengths(self, responses: Tensor) -> Tensor | None:
+        """(N, m) tokens each response's log-prob sums over (at least 1), as ``response_log_probs`` counts them
+        for its per-token mean; None for actions."""
+        if responses.dim() != 3:
+            return None
+        mask = self.network.response_mask(responses.reshape(-1, responses.shape[-1]))
+        return mask.sum(-1).clamp(min=1).view(responses.shape[:2]).to(torch.float32)
 
 
 # -- pair selection among k labeled samples ------------------------------------------------------------------

@@ -30,13 +30,20 @@ def squared_regression(h: Tensor, target: Tensor, weight: Tensor | None = None) 
     return err.mean() if weight is None else (weight * err).mean()
 
 
-def policy_gradient(logp: Tensor, win_prob: Tensor, kl_terms: Sequence[tuple[float, Tensor]] = ()) -> Tensor:
+def policy_gradient(logp: Tensor, win_prob: Tensor, kl_terms: Sequence[tuple[float, Tensor]] = (),
+                    sequence: Tensor | None = None) -> Tensor:
     """``kl_terms`` are (coefficient, ℓ_anchor(y)) pairs: each adds coef·KL(π_θ‖anchor) in expectation.
 
     Each KL term multiplies sequence log-probs, sg(ℓ_θ − ℓ_anchor)(y)·ℓ_θ(y), so for y ~ π_θ its expected
     gradient is exactly ∇KL(π_θ‖anchor) of the sequence distribution (tests/algorithms/test_nash_md.py).
-    TRL's Nash-MD multiplies per token and sums instead, which keeps only the same-token terms."""
+    TRL's Nash-MD multiplies per token and sums instead, which keeps only the same-token terms.
+
+    ``logp`` is what the reward term's score reads (summed or per-token mean log-probs); ``sequence`` is the
+    summed log-probs ℓ_θ(y) with grad (default ``logp``), which the KL terms, and their anchors, must be: the
+    score function of the per-token mean is not the sequence distribution's, and with it the expected
+    gradient misses ∇KL (by 70% on an enumerable LM, tests/algorithms/test_policy_gradient.py)."""
+    sequence = logp if sequence is None else sequence
     loss = -(win_prob - 0.5) * logp
     for coef, anchor in kl_terms:
-        loss = loss + coef * (logp.detach() - anchor) * logp
+        loss = loss + coef * (sequence.detach() - anchor) * sequence
     return loss.mean()

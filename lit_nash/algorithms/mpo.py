@@ -45,11 +45,13 @@ class MPO(Algorithm):
         return rollouts.play_against(prompt, self.k, "policy", [self.magnet], self.logprob_reduction)
 
     def loss(self, rollout, logp):
-        kl_terms = [(self.tau, rollout.anchors[self.magnet]), (1 / self.eta, rollout.policy_logp)]
-        if self.variant == "rt":
-            reward = rollout.p - sum(c * (logp.detach() - anchor) for c, anchor in kl_terms)
-            return policy_gradient(logp, reward)
-        return policy_gradient(logp, rollout.p, kl_terms)
+        seq = rollout.sequence(logp)  # the KL terms' score function: sequence log-probs whatever the reduction
+        kl_terms = [(self.tau, rollout.sequence(rollout.anchors[self.magnet])),
+                    (1 / self.eta, rollout.sequence(rollout.policy_logp))]
+        if self.variant == "rt":  # r̃ = P(y≻y') − Σ c·log(π_θ/anchor)(y), each part times its own score
+            folded = sum(c * (seq.detach() - anchor) for c, anchor in kl_terms)
+            return (-(rollout.p - 0.5) * logp + folded * seq).mean()
+        return policy_gradient(logp, rollout.p, kl_terms, seq)
 
     def schedule(self, policy):
         if D.is_reset_step(self.step, self.magnet_every):
