@@ -31,7 +31,7 @@ def squared_regression(h: Tensor, target: Tensor, weight: Tensor | None = None) 
 
 
 def policy_gradient(logp: Tensor, win_prob: Tensor, kl_terms: Sequence[tuple[float, Tensor]] = (),
-                    sequence: Tensor | None = None) -> Tensor:
+                    sequence: Tensor | None = None, behavior: Tensor | None = None) -> Tensor:
     """``kl_terms`` are (coefficient, ℓ_anchor(y)) pairs: each adds coef·KL(π_θ‖anchor) in expectation.
 
     Each KL term multiplies sequence log-probs, sg(ℓ_θ − ℓ_anchor)(y)·ℓ_θ(y), so for y ~ π_θ its expected
@@ -41,9 +41,19 @@ def policy_gradient(logp: Tensor, win_prob: Tensor, kl_terms: Sequence[tuple[flo
     ``logp`` is what the reward term's score reads (summed or per-token mean log-probs); ``sequence`` is the
     summed log-probs ℓ_θ(y) with grad (default ``logp``), which the KL terms, and their anchors, must be: the
     score function of the per-token mean is not the sequence distribution's, and with it the expected
-    gradient misses ∇KL (by 70% on an enumerable LM, tests/algorithms/test_policy_gradient.py)."""
+    gradient misses ∇KL (by 70% on an enumerable LM, tests/algorithms/test_policy_gradient.py).
+
+    ``behavior``: the sequence log-probs of the policy that sampled the responses. Each response's term is
+    weighted by sg(π_θ/π_behavior)(y) (``importance_weighted``), so the estimator stays one of y ~ π_θ when a
+    round's later epochs reuse π_t's samples; it is 1 on the step that sampled them."""
     sequence = logp if sequence is None else sequence
     loss = -(win_prob - 0.5) * logp
     for coef, anchor in kl_terms:
         loss = loss + coef * (sequence.detach() - anchor) * sequence
-    return loss.mean()
+    return importance_weighted(loss, sequence, behavior).mean()
+
+
+def importance_weighted(loss: Tensor, sequence: Tensor, behavior: Tensor | None) -> Tensor:
+    """Per-response ``loss`` times sg(exp(ℓ_θ − ℓ_behavior)), the ratio a score-function estimator needs when its
+    samples came from another policy (None: they came from π_θ)."""
+    return loss if behavior is None else (sequence.detach() - behavior).exp() * loss
