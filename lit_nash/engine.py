@@ -16,6 +16,7 @@ Exact play and sampled play are the two kinds of batch, not a branch per policy.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterator
 
 import lightning as L
@@ -30,6 +31,7 @@ from lit_nash.rollout import ExactTarget, Rollout, Rollouts
 from lit_nash.validate import integer, is_integer, positive
 
 MODES = ("exact", "sampled")
+COUNTS_EVERY_S = 5.0  # the counters reach the loggers at most this much later than their step (see log_counts)
 
 
 class PolicyModule(L.LightningModule):
@@ -50,6 +52,8 @@ class PolicyModule(L.LightningModule):
         self.grad_clip = grad_clip
         self.micro_batches, self.memory_budget = micro_batch_setting(micro_batches, memory_budget_gb)
         self.rollouts: Rollouts | None = None  # set by the DataModule: the optimizer step makes its samples stale
+        self.counted: list[tuple[int, dict[str, float]]] = []  # the counters of each step not yet written
+        self.counted_since = 0.0
         self.automatic_optimization = False
 
     # 2. the step -----------------------------------------------------------------------------------
@@ -66,7 +70,13 @@ class PolicyModule(L.LightningModule):
                 self.lr_schedulers().step()
         if self.rollouts is not None:
             self.rollouts.stale = True
+            # every step, whatever log_every_n_steps (the x-axis of cost); written in batches (log_counts)
+            if not self.counted:
+                self.counted_since = time.monotonic()
+            self.counted.append((self.trainer.global_step - 1, {k: float(v) for k, v in self.rollouts.counts.items()}))
         if is_logging_step(self.trainer):
+            if self.counted and time.monotonic() - self.counted_since > COUNTS_EVERY_S:
+                self.log_counts()
             self.log("train/loss", loss, batch_size=1)
             if self.micro_batches == "auto":  # how the budget split this step
                 self.log("train/micro_batches", float(self.used_micro_batches), batch_size=1)
@@ -74,6 +84,26 @@ class PolicyModule(L.LightningModule):
             if gap is not None:
                 self.log("train/generator_logprob_gap", gap, batch_size=1)
         return loss
+
+    def log_counts(self) -> None:
+        """Write the counters of the steps since the last write (``pref/queries``, ``gen/tokens``) to the loggers,
+        in one request where the logger takes many steps (``MLFlowLogger.log_steps``). The step calls it on a
+        logging step once its oldest unwritten step is ``COUNTS_EVERY_S`` old (a request per logging step cost
+        a fast tabular run 50% more time: 2000 steps in 26 s instead of 17.5), and a checkpoint and the end
+        of training always do."""
+        counted, self.counted = self.counted, []
+        for logger in self.loggers if counted else ():
+            if hasattr(logger, "log_steps"):
+                logger.log_steps(counted)
+            else:
+                for step, metrics in counted:
+                    logger.log_metrics(metrics, step=step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.log_counts()  # a resumed run starts after the checkpoint: what came before it is written
+
+    def on_train_end(self) -> None:
+        self.log_counts()
 
     def backward_loss(self, batch: Rollout | ExactTarget) -> Tensor:
         """Backward the batch's loss; returns it, detached."""
@@ -272,22 +302,29 @@ class RolloutDataModule(L.LightningDataModule):
                     self.rollouts.preference.to(module.device)
                 module.rollouts, self._placed = self.rollouts, True
             new_round = bool(batch["new_round"]) or not self.algorithm.uses_rounds or self.epochs_per_round == 1
+            new = {}
             if new_round or self.round is None:
-                with self.rollouts.recording() as generated:
+                with self.rollouts.recording() as generated, self.rollouts.counting() as new:
                     self.round = self.algorithm.rollout(self.rollouts, batch["prompt"])
                 if self.round.generator_logp is None:
                     self.round.generator_logp = self.rollouts.generator_log_probs(self.round, generated)
+            # every step, so that every process reduces in step (a round's later epochs add nothing)
+            self.rollouts.count(new, lambda t: trainer.strategy.reduce(t.to(module.device), reduce_op="sum").cpu())
             return self.round
 
     def state_dict(self) -> dict[str, Any]:
-        """The current round's rollout, so that a resume mid-round trains on it."""
-        if self.round is None or self.epochs_per_round == 1:
-            return {}
-        return {"round": self.round.to_state()}
+        """The run's counters (``pref/queries``, ``gen/tokens``) and the current round's rollout, so that a
+        resume mid-round trains on it and the counters go on from where they were."""
+        state = {"counts": dict(self.rollouts.counts)} if self.sampled else {}
+        if self.round is not None and self.epochs_per_round > 1:
+            state["round"] = self.round.to_state()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "round" in state_dict:
             self.round = Rollout.from_state(state_dict["round"])
+        if "counts" in state_dict and self.sampled:
+            self.rollouts.counts.update(state_dict["counts"])
 
 
 def prompt_dataset(path: str, column: str = "prompt", split: str = "train", subset: str | None = None,

@@ -28,6 +28,10 @@ from lit_nash.generation.base import SamplingGroup
 from lit_nash.guards import NumericalError
 
 PAIR_SELECTIONS = ("best_worst", "top2", "tournament")
+COUNTERS = ("pref/queries", "gen/tokens")
+"""What a run's training rollouts cost, counted cumulatively: pairs labeled by the preference model (each pair
+twice for a model that reads both orders, ``reads_both_orders``) and tokens generated (a response's tokens up
+to and including its first EOS; an action counts one)."""
 
 
 @dataclass
@@ -185,6 +189,8 @@ class Rollouts:
         self.profiler = profiler or PassThroughProfiler()
         self.stale = False  # the weights changed since the generator last sampled
         self.generated: list[tuple[Tensor, Tensor, Tensor]] | None = None  # see ``recording``
+        self.counts = dict.fromkeys(COUNTERS, 0)  # the run's totals, all processes (``count``), in checkpoints
+        self.new: dict[str, int] | None = None  # see ``counting``
 
     @property
     def reader(self):
@@ -202,6 +208,8 @@ class Rollouts:
             out = self.generator.generate(prompt, list(groups), return_log_probs=return_log_probs or record)
         if record:
             self.generated += [(prompt, s.responses, s.log_probs) for g, s in zip(groups, out) if g.source == "policy"]
+        if self.new is not None:
+            self.new["gen/tokens"] += sum(self.tokens(s.responses) for s in out)
         return [(s.responses, s.log_probs) for s in out] if return_log_probs else [s.responses for s in out]
 
     @contextmanager
@@ -238,8 +246,36 @@ class Rollouts:
         mask = self.network.response_mask(flat)
         return [tuple(row[keep].tolist()) for row, keep in zip(flat, mask)]
 
+    @contextmanager
+    def counting(self):
+        """Inside the block, the preference queries and generated tokens are counted, and yielded (a training
+        rollout is made inside one; evaluation's matches are not counted). ``count`` adds them to the totals."""
+        self.new = dict.fromkeys(COUNTERS, 0)
+        try:
+            yield self.new
+        finally:
+            self.new = None
+
+    def count(self, new: dict[str, int], reduce=None) -> dict[str, int]:
+        """Add one step's counts to the run's totals; ``reduce`` sums a tensor over processes (the trainer's
+        strategy), so every process holds the run's totals. Returns the totals."""
+        values = torch.tensor([float(new.get(k, 0)) for k in COUNTERS], dtype=torch.float64)
+        if reduce is not None:
+            values = reduce(values)
+        for key, value in zip(COUNTERS, values.tolist()):
+            self.counts[key] += int(value)
+        return self.counts
+
+    def tokens(self, responses: Tensor) -> int:
+        """Tokens generated in ``responses`` (..., T): each up to and including its first EOS; an action is one."""
+        if responses.dim() < 3:
+            return responses.numel()
+        return int(self.network.response_mask(responses.reshape(-1, responses.shape[-1])).sum())
+
     @torch.no_grad()
     def label(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        if self.new is not None:
+            self.new["pref/queries"] += a.shape[:2].numel() * (2 if getattr(self.preference, "reads_both_orders", False) else 1)
         with self.profiler.profile("preference"):
             return label(self.preference, prompt, a, b, self.reader)
 
