@@ -38,7 +38,8 @@ class OnlineIPO(Algorithm):
         return D.omd(l, win_rates(l), self.eta, self.tau, policy.snapshot("ref"))
 
     def rollout(self, rollouts, prompt, source: str = "policy", mixture_coef: float = 0.0):
-        """k pairs per prompt, stored as responses (N, 2k): y in the first k columns, y' in the last k.
+        """k pairs per prompt, stored as responses (N, 2k): y in the first k columns, y' in the last k (the
+        pairs (i, k + i)); y'' is labeled against both and never scored.
         ``source`` samples them (EGPO's second call: the half step); y'' comes from ``self.opponent``."""
         k = self.k
         if self.variant == 1:
@@ -54,9 +55,12 @@ class OnlineIPO(Algorithm):
             (pair,) = rollouts.sample(prompt, [SamplingGroup(k=2 * k, source=source)])
             p = rollouts.label(prompt, pair[:, :k], pair[:, k:])
             target, samples = p - 0.5, {"policy": pair}
-        return Rollout(prompt=prompt, responses=pair, reduction=self.logprob_reduction, p=p, target=target / self.tau,
-                       anchors=rollouts.anchors(prompt, pair, ["ref"], self.logprob_reduction), samples=samples)
+        i = torch.arange(k, device=pair.device)
+        pairs = torch.stack([i, i + k], dim=-1).expand(len(prompt), k, 2)  # (y, y') of each pair
+        return Rollout(prompt=prompt, responses=pair, pairs=pairs, reduction=self.logprob_reduction, p=p,
+                       target=target / self.tau, anchors=rollouts.anchors(prompt, pair, ["ref"], self.logprob_reduction),
+                       samples=samples)
 
     def loss(self, rollout, logp):
         h = anchored_log_ratio(logp, [(1.0, rollout.anchors["ref"])])
-        return squared_regression(h[:, : self.k] - h[:, self.k :], rollout.target)
+        return squared_regression(rollout.difference(h), rollout.target)

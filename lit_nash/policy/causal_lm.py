@@ -335,6 +335,31 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
         row = rmask.nonzero()[:, 0]
         return torch.zeros(resp.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, row, lp)
 
+    def scoring_bytes(self, prompt: Tensor, responses: Tensor) -> Tensor:
+        """(N,): an estimate of the memory that scoring each prompt row's responses (N, m, T) with grad takes,
+        forward and backward (``policy.micro_batches=auto`` packs rows into its budget by it). Each of the m
+        sequences has L = P + T positions, P the step's longest prompt; with b bytes per element of the
+        model's dtype, V the vocabulary, H the hidden size, A heads and n layers, a sequence takes
+        * at the head, (T + 1)·V·(b + 12) bytes: the logits, their fp32 copy and log-softmax kept for backward,
+          and a gradient of each; none with the chunked head (``chunked_head``), which keeps one chunk of
+          positions at a time and recomputes it in backward;
+        * in the blocks, n·L·b·(34·H + 2·A·L) bytes of activations kept for backward: about 34 values per hidden
+          unit and token in a transformer layer (Korthikanti et al. 2022, "Reducing activation recomputation"),
+          plus the attention scores and probabilities where the kernel keeps them; with gradient checkpointing
+          (n + 2)·L·H·b for the layer inputs and the gradients at a layer's boundary, plus the one layer
+          recomputed.
+        Parameters, gradients and optimizer state are there whatever the split and are not counted."""
+        config, b = self.model.config, torch.finfo(next(self.model.parameters()).dtype).bits // 8
+        H, n = config.hidden_size, config.num_hidden_layers
+        A, V = config.num_attention_heads, config.vocab_size
+        T = responses.shape[-1]
+        L = max(len(self.codec.prompt_tokens(i)) for i in prompt.tolist()) + T
+        layer = L * b * (34 * H + 2 * A * L)
+        blocks = (n + 2) * L * H * b + layer if self.gradient_checkpointing else n * layer
+        head = 0 if self.chunked_head else (T + 1) * V * (b + 12)
+        per_sequence = head + blocks
+        return torch.full((len(prompt),), float(per_sequence * responses.shape[1]))
+
     # -- exact distribution on a token game --------------------------------------------------------------
     @torch.no_grad()
     def log_probs(self, source: str = "policy") -> Tensor:

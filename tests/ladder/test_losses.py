@@ -39,9 +39,10 @@ def exact_ipo_rollout(policy, preference, algo, opponent_log_pi):
     prompt = torch.arange(N)
     y, y2 = all_pairs(N, K)
     g = preference.win_rates(opponent_log_pi)  # P(y ≻ π_opp)
-    pair = torch.cat([y, y2], dim=1)
-    return Rollout(prompt=prompt, responses=pair, target=(g.gather(1, y) - g.gather(1, y2)) / algo.tau,
-                   anchors={"ref": policy.response_log_probs(prompt, pair, source="ref")})
+    responses = torch.arange(K).expand(N, -1)  # every action once; the pairs index them
+    return Rollout(prompt=prompt, responses=responses, pairs=torch.stack([y, y2], dim=-1),
+                   target=(g.gather(1, y) - g.gather(1, y2)) / algo.tau,
+                   anchors={"ref": policy.response_log_probs(prompt, responses, source="ref")})
 
 
 def sgd_step(policy, loss, lr):
@@ -97,12 +98,11 @@ def exact_pair_rollout(policy, preference, anchors):
     prompt = torch.arange(N)
     y, y2 = all_pairs(N, K)
     pi = policy.log_probs().exp()
-    pair = torch.stack([y, y2], dim=-1).reshape(N * K * K, 2)
-    rows = prompt.repeat_interleave(K * K)
-    return Rollout(prompt=rows, responses=pair, p=preference.P[rows, pair[:, 0], pair[:, 1]],
-                   weight=(pi.gather(1, y) * pi.gather(1, y2)).reshape(-1),
-                   policy_logp=policy.response_log_probs(rows, pair).detach(),
-                   anchors={source: policy.response_log_probs(rows, pair, source=source) for source in anchors})
+    responses = torch.arange(K).expand(N, -1)  # every action once; the K² pairs index them
+    return Rollout(prompt=prompt, responses=responses, pairs=torch.stack([y, y2], dim=-1),
+                   p=preference.P[prompt[:, None], y, y2], weight=pi.gather(1, y) * pi.gather(1, y2),
+                   policy_logp=policy.response_log_probs(prompt, responses).detach(),
+                   anchors={source: policy.response_log_probs(prompt, responses, source=source) for source in anchors})
 
 
 def test_inpo_loss_minimizer_is_the_omd_iterate():
