@@ -98,6 +98,11 @@ class Algorithm(L.Callback):
         """Consecutive optimizer steps that train on one prompt batch (Nash-MP's whole iteration; EGPO's two calls)."""
         return 1
 
+    iterate: ClassVar[str] = "last"
+    """The iterate whose convergence the paper claims: "last" (the policy itself) or "average" (the uniform mean
+    of the iterates so far, ``game/avg_*``; SPPO). Its convergence test checks that one; runs carry it as the
+    tag ``iterate``."""
+
     uses_rounds: ClassVar[bool] = True
     """Whether iterative rounds (``rollout.epochs_per_round`` > 1) reuse one rollout; False for algorithms
     that sample from their own half step every step."""
