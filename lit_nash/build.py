@@ -17,7 +17,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-TRAINING_KEYS = ("optimizer", "warmup_steps", "grad_clip", "micro_batches", "memory_budget_gb")  # the policy module's, not the network's
+TRAINING_KEYS = ("optimizer", "warmup_steps", "grad_clip", "micro_batches", "memory_budget_gb", "iteration_steps",
+                 "lr_schedule", "lr_schedule_kwargs")  # the policy module's, not the network's
 
 
 def build_game(cfg: DictConfig):

@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import io
 import os
-import re
 import shutil
 import sys
 import traceback
@@ -43,11 +41,6 @@ COMMANDS = {
 
 USAGE = ("usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_nash <command> --help; "
          "python -m lit_nash --version)")
-# config groups Hydra's --help would list as choices that are no run's choice: their line says what they are
-INTERNAL_GROUPS = {
-    "sweep/sampled_play": "(not a choice of its own) each algorithm's sampled-play settings, which sweep=comal_cycle "
-                          "applies one per job; narrow it: -m sweep=comal_cycle sweep/sampled_play=mpo,egpo",
-}
 
 
 def _print_commands(stream) -> None:
@@ -153,19 +146,6 @@ def run_folder_settled():
         raise
 
 
-def _help(run) -> None:
-    """A command's ``--help`` (Hydra prints it), with each internal group's line explained, not listed."""
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            run()
-    finally:
-        text = printed.getvalue()
-        for group, about in INTERNAL_GROUPS.items():
-            text = re.sub(rf"^{re.escape(group)}: .*$", lambda _: f"{group}: {about}", text, flags=re.M)
-        sys.stdout.write(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["--version"], ["-V"]):
@@ -195,4 +175,4 @@ def main(argv: list[str] | None = None) -> None:
         os.environ[SWEEP_FOLDER_ENV] = _new_folder_name()
     register_resolvers()
     run = importlib.import_module(COMMANDS[command][0]).main
-    _help(run) if "--help" in args or "-h" in args else run()
+    run()

@@ -28,7 +28,11 @@ from torch.utils.data import DataLoader, IterableDataset
 from lit_nash.guards import check_finite, check_gradients, in_step
 from lit_nash.metrics import is_logging_step
 from lit_nash.rollout import ExactTarget, Rollout, Rollouts
-from lit_nash.validate import integer, is_integer, positive
+from lit_nash.validate import choice, integer, is_integer, positive
+
+# learning-rate schedules after warmup, by transformers' names (``transformers.get_scheduler``); each decays over
+# trainer.max_steps. ``policy.lr_schedule_kwargs`` holds its own arguments (cosine_with_min_lr: min_lr_rate).
+LR_SCHEDULES = ("constant", "linear", "cosine", "cosine_with_min_lr", "polynomial", "inverse_sqrt")
 
 MODES = ("exact", "sampled")
 COUNTS_EVERY_S = 5.0  # the counters reach the loggers at most this much later than their step (see log_counts)
@@ -40,17 +44,23 @@ class PolicyModule(L.LightningModule):
 
     def __init__(self, network, algorithm, optimizer: Callable | None = None, sampled: bool = True,
                  warmup_steps: int = 0, grad_clip: float | None = None, micro_batches: int | str = 1,
-                 memory_budget_gb: float | None = None):
+                 memory_budget_gb: float | None = None, iteration_steps: int = 1, lr_schedule: str = "constant",
+                 lr_schedule_kwargs: dict | None = None):
         super().__init__()
         self.network = network
         self.__dict__["algorithm"] = algorithm  # a Callback of the trainer, not a submodule
         self.optimizer_factory = optimizer
         self.sampled = bool(sampled)
         self.warmup_steps = integer("policy.warmup_steps", warmup_steps, 0)
+        self.lr_schedule = choice("policy.lr_schedule", lr_schedule, LR_SCHEDULES)
+        self.lr_schedule_kwargs = dict(lr_schedule_kwargs or {})
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"policy.grad_clip must be > 0 or null, got {grad_clip}")
         self.grad_clip = grad_clip
         self.micro_batches, self.memory_budget = micro_batch_setting(micro_batches, memory_budget_gb)
+        # sampled play: optimizer steps that make one iteration of an algorithm's schedule (exact play: one step)
+        iteration_steps = integer("policy.iteration_steps", iteration_steps, 1, "optimizer steps per iteration")
+        self.iteration_steps = iteration_steps if self.sampled else 1
         self.rollouts: Rollouts | None = None  # set by the DataModule: the optimizer step makes its samples stale
         self.counted: list[tuple[int, dict[str, float]]] = []  # the counters of each step not yet written
         self.counted_since = 0.0
@@ -67,7 +77,7 @@ class PolicyModule(L.LightningModule):
             if self.grad_clip is not None:
                 self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
             opt.step()
-            if self.warmup_steps:
+            if self.lr_schedulers() is not None:  # manual optimization: Lightning does not step it
                 self.lr_schedulers().step()
         if self.rollouts is not None:
             self.rollouts.stale = True
@@ -177,12 +187,18 @@ class PolicyModule(L.LightningModule):
         if not self.sampled:
             return torch.optim.SGD(params, lr=1.0)  # lands exactly on the closed-form iterate
         optimizer = self.optimizer_factory(params)
-        if not self.warmup_steps:
+        if self.lr_schedule != "constant":  # transformers' schedules, over the run's optimizer steps
+            from transformers import get_scheduler
+
+            schedule = get_scheduler(self.lr_schedule, optimizer, num_warmup_steps=self.warmup_steps,
+                                     num_training_steps=self.trainer.max_steps,
+                                     scheduler_specific_kwargs=self.lr_schedule_kwargs)
+        elif self.warmup_steps:  # linear warmup over the first warmup_steps optimizer steps, then constant
+            n = self.warmup_steps
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / n))
+        else:
             return optimizer
-        # linear warmup over the first warmup_steps optimizer steps, then constant
-        n = self.warmup_steps
-        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / n))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy`` (conf/trainer/fsdp.yaml) the network shards itself (FSDP2)."""
@@ -228,9 +244,10 @@ def generator_logprob_gap(batch, tokens: Tensor | None = None) -> Tensor | None:
 
 # 1. the data ----------------------------------------------------------------------------------------------
 class _Prompts(IterableDataset):
-    """All prompts every step, or ``per_step`` of them drawn without replacement; the same prompts for
-    ``repeat`` consecutive steps (EGPO's and Nash-MP's calls of one iteration) and, in iterative mode, for
-    ``epochs_per_round`` of those, the first step of a round flagged ``new_round``.
+    """All prompts every step, or ``per_step`` of them drawn without replacement, each played ``plays`` times
+    (rows with independent samples); the same prompts for ``repeat`` consecutive steps (EGPO's and Nash-MP's
+    calls of one iteration) and, in iterative mode, for ``epochs_per_round`` of those, the first step of a
+    round flagged ``new_round``.
 
     Round r draws from its own generator seeded with (seed, r), not from torch's global RNG: Lightning
     fetches a batch ahead, so global draws here would interleave with the step's sampling differently
@@ -238,9 +255,10 @@ class _Prompts(IterableDataset):
     """
 
     def __init__(self, num_prompts: int, per_step: int | None, epochs_per_round: int, seed: int, start: int,
-                 rank: int = 0, world_size: int = 1, repeat: int = 1):
+                 rank: int = 0, world_size: int = 1, repeat: int = 1, plays: int = 1):
         self.num_prompts, self.per_step, self.epochs = num_prompts, per_step, epochs_per_round
         self.seed, self.start, self.rank, self.world, self.repeat = seed, start, rank, world_size, repeat
+        self.plays = plays
         if per_step is not None and per_step < num_prompts and per_step * world_size > num_prompts:
             raise ValueError(
                 f"rollout.prompts_per_step={per_step} per process × {world_size} processes exceeds the "
@@ -260,7 +278,7 @@ class _Prompts(IterableDataset):
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + r)
                 share = torch.randperm(self.num_prompts, generator=g)[self.rank * self.per_step :]
                 prompt = share[: self.per_step].sort().values
-            yield {"prompt": prompt, "new_round": torch.tensor(batch % self.epochs == 0)}
+            yield {"prompt": prompt.repeat_interleave(self.plays), "new_round": torch.tensor(batch % self.epochs == 0)}
             i += 1
 
 
@@ -269,11 +287,14 @@ class RolloutDataModule(L.LightningDataModule):
     the prompt list of a dataset (None for a game, whose prompts the policy network has)."""
 
     def __init__(self, num_prompts: int, prompts_per_step: int | None = None, epochs_per_round: int = 1,
-                 seed: int = 0, prompts: list | None = None):
+                 seed: int = 0, prompts: list | None = None, plays_per_prompt: int = 1):
         super().__init__()
         if prompts_per_step is not None and (not is_integer(prompts_per_step) or prompts_per_step < 1):
             raise ValueError(f"rollout.prompts_per_step must be an integer >= 1 or null (all prompts), got {prompts_per_step}")
         self.epochs_per_round = integer("rollout.epochs_per_round", epochs_per_round, 1)
+        # sampled play: every prompt of a step is played this many times, each with its own samples. A game has one
+        # or a few prompts where a paper's batch has hundreds: this gives a step on a game the papers' batch shape
+        self.plays_per_prompt = integer("rollout.plays_per_prompt", plays_per_prompt, 1, "plays of each prompt per step")
         self.num_prompts, self.seed, self.prompts = num_prompts, seed, prompts
         self.prompts_per_step = None if prompts_per_step is None else int(prompts_per_step)
         self.algorithm = self.rollouts = self.win_rates = None
@@ -296,7 +317,7 @@ class RolloutDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         repeat = self.algorithm.prompt_repeat(self.sampled) if self.algorithm is not None else 1
         prompts = _Prompts(self.num_prompts, self.prompts_per_step if self.sampled else None, self.epochs_per_round,
-                           self.seed, done, rank, world, repeat)
+                           self.seed, done, rank, world, repeat, self.plays_per_prompt if self.sampled else 1)
         # its own generator: a DataLoader iterator otherwise draws its base seed from torch's global RNG,
         # and a resumed run creates one more iterator than an uninterrupted one
         return DataLoader(prompts, batch_size=None, generator=torch.Generator().manual_seed(self.seed))
@@ -343,10 +364,11 @@ class RolloutDataModule(L.LightningDataModule):
 
 def prompt_dataset(path: str, column: str = "prompt", split: str = "train", subset: str | None = None,
                    max_prompts: int | None = None, prompts_per_step: int | None = 8, epochs_per_round: int = 1,
-                   seed: int = 0) -> RolloutDataModule:
+                   seed: int = 0, plays_per_prompt: int = 1) -> RolloutDataModule:
     """A ``RolloutDataModule`` over a prompt dataset (``lit_nash.data.load_prompts``); the policy network reads
     the prompts from its ``.prompts``, batches are indices."""
     from lit_nash.data import load_prompts
 
     prompts = load_prompts(path, column=column, split=split, subset=subset, max_prompts=max_prompts)
-    return RolloutDataModule(len(prompts), prompts_per_step, epochs_per_round, seed, prompts=prompts)
+    return RolloutDataModule(len(prompts), prompts_per_step, epochs_per_round, seed, prompts=prompts,
+                             plays_per_prompt=plays_per_prompt)

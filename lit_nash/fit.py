@@ -70,7 +70,8 @@ def fit(cfg: DictConfig) -> float | None:
 
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
     tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed),
-            "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), **_sweep_tags(choices)}
+            "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), "iterate": algorithm.iterate,
+            **_sweep_tags(choices)}
     if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
         prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri", "fit")
     by_steps = cfg.trainer.get("max_epochs") in (None, -1) and cfg.trainer.get("max_steps") not in (None, -1)

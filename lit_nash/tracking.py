@@ -49,8 +49,11 @@ def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[s
     """The line a run ends with: what ran, its final metrics, the latest periodic evaluation (``evaluation``:
     opponent → ``lit_nash.evaluation.WinRate``, printed with its interval and the pairs it rests on), and the
     command that opens its MLflow run."""
-    gaps = " ".join(f"{k}={shown(k, v):.3g}" for k, v in final.items())
+    shown_keys = [k for k in final if not k.startswith("game/avg_") or k == "game/avg_duality_gap"]
+    gaps = " ".join(f"{k}={shown(k, final[k]):.3g}" for k in shown_keys)
     line = f"lit_nash fit: {tags['algo']} on {tags.get('game') or tags.get('data')} (seed {tags['seed']}), {steps} steps in {seconds:.1f}s | {gaps}"
+    if tags.get("iterate") == "average" and "game/avg_duality_gap" in final:
+        line += f" ({tags['algo']} converges on average: read game/avg_duality_gap, the last iterate may cycle)"
     if evaluation:
         line += " | " + " ".join(f"eval/win_rate_vs_{name}={rate}" for name, rate in evaluation.items())
     if run_id:

@@ -124,3 +124,12 @@ def test_a_short_text_run_logs_its_first_and_last_step_and_prints_them(text_mode
     summary = out.stdout.strip().splitlines()[-1]
     last = {name: client.get_metric_history(run.info.run_id, name)[-1].value for name in names}
     assert " | train/loss=" in summary and all(f"{n}={last[n]:.3g}" in summary for n in names), summary
+
+def test_the_summary_line_shows_the_average_iterate_and_says_when_the_claim_is_about_it():
+    final = {"game/duality_gap": 0.5, "game/reg_duality_gap": 0.4, "game/avg_duality_gap": 0.01,
+             "game/avg_reg_duality_gap": 0.02, "game/avg_kl_to_ne": 0.03}
+    last = summary_line({"algo": "mpo", "game": "g", "seed": "0", "iterate": "last"}, 10, 1.0, final, None, None)
+    assert "game/avg_duality_gap=0.01" in last and "avg_reg" not in last and "avg_kl" not in last
+    assert "converges on average" not in last
+    average = summary_line({"algo": "sppo", "game": "g", "seed": "0", "iterate": "average"}, 10, 1.0, final, None, None)
+    assert "sppo converges on average: read game/avg_duality_gap" in average

@@ -24,6 +24,7 @@ from lit_nash.games import dynamics as D
 
 class MPO(Algorithm):
     name = "mpo"
+    converges_to = "NE"  # the magnet follows the policy: the regularized equilibria converge to the original NE
     magnet = "magnet"
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, magnet_every: int | None = 100, k: int = 2,
@@ -57,5 +58,5 @@ class MPO(Algorithm):
         return policy_gradient(logp, rollout.p, kl_terms, seq, behavior=pi_t)
 
     def schedule(self, policy):
-        if D.is_reset_step(self.step, self.magnet_every):
+        if self.due(self.magnet_every):
             policy.refresh_snapshot("magnet")
