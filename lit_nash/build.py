@@ -17,7 +17,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-TRAINING_KEYS = ("optimizer", "warmup_steps", "grad_clip", "micro_batches")  # the policy module's, not the network's
+TRAINING_KEYS = ("optimizer", "warmup_steps", "grad_clip", "micro_batches", "memory_budget_gb", "iteration_steps",
+                 "lr_schedule", "lr_schedule_kwargs")  # the policy module's, not the network's
 
 
 def build_game(cfg: DictConfig):
@@ -71,6 +72,23 @@ def build_network(cfg: DictConfig, game, data):
     node = OmegaConf.create({k: v for k, v in resolved.items() if k not in TRAINING_KEYS})
     sources = {"game": game} if game is not None else {"prompts": data.prompts}
     return instantiate(node, _partial_=True)(**sources)
+
+
+def build_trained_network(checkpoint: dict[str, Any], command: str = "eval"):
+    """The policy network a ``fit`` checkpoint holds, rebuilt from the config it carries and loaded with its
+    weights (snapshots included): ``(network, config, game)``. ``eval`` and ``export`` read policies this way.
+    A LoRA checkpoint's base model is checked (path, content hash) before anything is built."""
+    from lit_nash.policy.base_model import check, recorded
+    from lit_nash.tracking import CONFIG_KEY
+
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    check(recorded(checkpoint), cfg.policy.get("model_path"), command)
+    game = build_game(cfg)
+    network = build_network(cfg, game, build_data(cfg, game))
+    state = {k[len("network."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("network.")}
+    network.register_checkpoint(state)
+    network.load_state_dict(state)
+    return network, cfg, game
 
 
 def build_generator(cfg: DictConfig, network):

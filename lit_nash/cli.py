@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import io
 import os
-import re
 import shutil
 import sys
 import traceback
@@ -40,15 +38,11 @@ COMMANDS = {
     ),
     "bench": ("lit_nash.bench", "time online steps of an algorithm on the shared spec; one JSON line (conf/bench.yaml)"),
     "compare": ("lit_nash.compare", "table and plots of MLflow runs: final metrics per algorithm over seeds (conf/compare.yaml)"),
+    "export": ("lit_nash.export", "a trained policy as a Hugging Face model folder, merged or as its LoRA adapter (conf/export.yaml)"),
 }
 
 USAGE = ("usage: python -m lit_nash <command> [hydra overrides]   (python -m lit_nash <command> --help; "
          "python -m lit_nash --version)")
-# config groups Hydra's --help would list as choices that are no run's choice: their line says what they are
-INTERNAL_GROUPS = {
-    "sweep/sampled_play": "(not a choice of its own) each algorithm's sampled-play settings, which sweep=comal_cycle "
-                          "applies one per job; narrow it: -m sweep=comal_cycle sweep/sampled_play=mpo,egpo",
-}
 
 
 def _print_commands(stream) -> None:
@@ -204,19 +198,6 @@ def check_run_folder_writable(command: str, args: list[str]) -> None:
     raise SystemExit(2)
 
 
-def _help(run) -> None:
-    """A command's ``--help`` (Hydra prints it), with each internal group's line explained, not listed."""
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            run()
-    finally:
-        text = printed.getvalue()
-        for group, about in INTERNAL_GROUPS.items():
-            text = re.sub(rf"^{re.escape(group)}: .*$", lambda _: f"{group}: {about}", text, flags=re.M)
-        sys.stdout.write(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     protect_terminal()  # a closed pipe (| tee after Ctrl+C) never fails a run that is stopping cleanly
     args = list(sys.argv[1:] if argv is None else argv)
@@ -258,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     register_resolvers()
     run = importlib.import_module(COMMANDS[command][0]).main
     try:
-        _help(run) if "--help" in args or "-h" in args else run()
+        run()
     except KeyboardInterrupt:  # Ctrl+C outside training (building, between a sweep's jobs): one line, not a traceback
         print(f"lit_nash {command}: stopped by SIGINT", file=sys.stderr)
         raise SystemExit(130) from None

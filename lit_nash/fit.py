@@ -45,8 +45,10 @@ def fit(cfg: DictConfig) -> float | None:
     from lit_nash.cli import training_started
     from lit_nash.checkpointing import (LAST, AtomicCheckpointIO, CheckpointWriteError, LastCheckpoint, RunRecord,
                                         StopOnSignal, check_owner)
+    from lit_nash.export import check_export_dir, export_at_end
     from lit_nash.progress import progress_bar
     from lit_nash.rng import RNGCheckpoint
+    from lit_nash.rollout_metrics import RolloutMetrics
     from lit_nash.run_status import RunStatus, reached_max_steps, rounding_note, settled
     from lit_nash.sweep_resume import continue_hint, continued_job
     from lit_nash.tracking import flat_params, log_run_files, prepare_store, summary_line
@@ -66,6 +68,8 @@ def fit(cfg: DictConfig) -> float | None:
         choices = {}  # the command's group choices are not the run's: its config is the checkpoint's
     if cfg.trainer.get("enable_checkpointing", True) is not False and rank_zero_only.rank == 0:
         check_owner(Path(cfg.checkpoint.dir) / LAST, resume_from)  # a run writes only its own last.ckpt
+    if rank_zero_only.rank == 0:
+        check_export_dir(cfg, run.get("uuid"))  # export.dir: empty, new, or this run's own earlier export
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build_run(cfg, choices)
     game, algorithm = parts.game, parts.algorithm
@@ -74,7 +78,8 @@ def fit(cfg: DictConfig) -> float | None:
 
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
     tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed),
-            "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), **_sweep_tags(choices)}
+            "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), "iterate": algorithm.iterate,
+            **_sweep_tags(choices)}
     if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
         prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri", "fit")
     by_steps = cfg.trainer.get("max_epochs") in (None, -1) and cfg.trainer.get("max_steps") not in (None, -1)
@@ -89,13 +94,16 @@ def fit(cfg: DictConfig) -> float | None:
     stop = StopOnSignal(checkpoint) if saving else None
     record = RunRecord(OmegaConf.to_container(cfg, resolve=True), str(checkpoint.path) if saving else None,
                        run.get("uuid"))
+    stats = RolloutMetrics() if parts.data.sampled else None  # the loss and rollout statistics, first and last step too
     status = RunStatus(reopens=bool(run.get("run_id")))  # FINISHED only at max_steps, after the upload
-    callbacks = [c for c in (algorithm, parts.metrics, parts.evaluation, RNGCheckpoint(cfg.seed), record, status, stop,
+    callbacks = [c for c in (algorithm, parts.metrics, stats, parts.evaluation, RNGCheckpoint(cfg.seed), record, status, stop,
                              checkpoint) if c is not None]
     callbacks += build_callbacks(cfg.get("callbacks"))  # the user's own
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
     trainer: L.Trainer = build_trainer(cfg, logger=logger, callbacks=callbacks)
+    if trainer.progress_bar_callback is not None and hasattr(trainer.progress_bar_callback, "watch"):
+        trainer.profiler = trainer.progress_bar_callback.watch(trainer.profiler)  # the bar names the step's phase
     parts.rollouts.profiler = trainer.profiler
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a sharded save swaps its folder in (sharding.py)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -116,7 +124,7 @@ def fit(cfg: DictConfig) -> float | None:
                 trainer.fit(parts.policy, datamodule=parts.data, ckpt_path=resume_from, weights_only=True)  # tensors and plain values only
             except CheckpointWriteError as e:  # the previous checkpoint stays
                 raise SystemExit(f"lit_nash fit: {e}") from None
-            final = parts.metrics.final(parts.policy) if parts.metrics is not None else {
+            final = parts.metrics.final(parts.policy) if parts.metrics is not None else stats.last if stats is not None else {
                 k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")
             }
             if trainer.is_global_zero:
@@ -133,6 +141,8 @@ def fit(cfg: DictConfig) -> float | None:
         print(line, file=sys.stderr)
         logging.getLogger(__name__).info(line)  # the run's log file says how to continue too
         raise SystemExit(128 + int(getattr(signal, stop.signal_name)))
+    if trainer.is_global_zero and (cfg.get("export") or {}).get("dir") is not None:  # the run finished: its model leaves lit_nash
+        export_at_end(parts.network, cfg, record.uuid, getattr(logger, "run_id", None), trainer.global_step)
     return final.get("game/duality_gap", final.get("train/loss"))
 
 
@@ -151,13 +161,16 @@ def _resume(cfg: DictConfig):
     """The run a ``resume=`` names: its checkpoint, its own config (what the command may change applied) and
     its MLflow run."""
     from lit_nash.checkpoint_integrity import check_resumable
-    from lit_nash.checkpointing import find_checkpoint, read_run, resumed_config
+    from lit_nash.checkpointing import find_checkpoint, load_checkpoint, read_run, resumed_config
+    from lit_nash.policy.base_model import follow
     from lit_nash.tracking import run_exists
 
     path = find_checkpoint(cfg.resume, cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"))
     check_resumable(path, cfg.resume)  # every file, shards included, before anything is built or reopened
     stored, run = read_run(path)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    named = any(o.lstrip("+").split("=", 1)[0] == "policy.model_path" for o in overrides)  # a LoRA base that moved
+    follow(stored, load_checkpoint(path, "fit resume", mmap=True), cfg.policy.model_path if named else None, cfg.resume)
     config = resumed_config(cfg, stored, overrides)
     if run.get("tracking_uri") and run["tracking_uri"] != config.logger.get("tracking_uri"):
         run = {k: v for k, v in run.items() if k == "uuid"}  # the store moved: log into a new run of the configured store

@@ -146,3 +146,18 @@ class StopAt(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class SkipLayerInPush(L.Callback):
+    """From the start of training, the vLLM generator's weight pushes on rank ``rank`` (every rank: null) leave
+    out every tensor of layer ``layer``: the engine keeps that layer's weights as they were first loaded."""
+
+    def __init__(self, layer: int = 1, rank: int | None = None):
+        self.layer, self.rank = f".layers.{int(layer)}.", rank
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
+        generator = trainer.datamodule.rollouts.generator
+        push = generator._state
+        generator._state = lambda model, snapshot: ((n, t) for n, t in push(model, snapshot) if self.layer not in n)

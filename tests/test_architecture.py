@@ -19,7 +19,7 @@ FLOORS = {
     "lit_nash.policy": 2, "lit_nash.generation": 2, "lit_nash.preference": 2, "lit_nash.data": 2,
     "lit_nash.rollout": 3,
     "lit_nash.algorithms": 4,
-    "lit_nash.engine": 5, "lit_nash.metrics": 5, "lit_nash.evaluation": 5, "lit_nash.checkpointing": 5,
+    "lit_nash.engine": 5, "lit_nash.metrics": 5, "lit_nash.evaluation": 5, "lit_nash.checkpointing": 5, "lit_nash.rollout_metrics": 5,
     "lit_nash.sharding": 5, "lit_nash.checkpoint_integrity": 5, "lit_nash.run_status": 5, "lit_nash.sweep_resume": 5,
     "lit_nash.build": 6,
     "lit_nash.fit": 7, "lit_nash.eval": 7, "lit_nash.bench": 7, "lit_nash.compare": 7, "lit_nash.train_preference": 7,
