@@ -9,8 +9,15 @@ minus MLflow and checkpoints. What a benchmark adds is measurement, through Ligh
   service's ``generate``, ``preference`` and ``logprobs`` actions) and the update (Lightning's
   ``run_training_batch``: the loss forward with grad, backward and the optimizer step), each as a median
   over the same steps; what is left is ``other`` (pair selection, the schedule, metrics);
-* prompts/s and generated tokens/s (tokens up to and including EOS), peak memory (the process's peak RSS
+* prompts/s and generated tokens/s over the whole step, and over the generation time alone (tokens up to and
+  including EOS), peak memory (the process's peak RSS
   on CPU, peak allocated on CUDA), and the versions of everything that changes the figures;
+* with ``bench.mfu``, the floating-point operations of the update and of the no-grad log-prob passes, counted
+  as they run on the warm-up steps (``torch.utils.flop_counter``: matrix products and attention, recomputation
+  included; its Python dispatch would slow the timed steps by 10-35%, so they run without it), and their
+  model-FLOPs utilization: the median counted FLOPs over the part's median measured seconds, as a share of this
+  device's bf16 matrix-product rate, measured on a large square product when training starts and again when it
+  ends, the faster kept (fp32's rate is reported beside it);
 * optionally (``bench.dynamics``), the throughput of the closed-form matrix-game dynamics.
 
 On CUDA each timed action synchronizes so that the time is the GPU's too.
@@ -33,6 +40,7 @@ from lightning.pytorch.profilers import Profiler
 from omegaconf import DictConfig, open_dict
 
 PARTS = ("generate", "preference", "logprobs", "update")
+FLOP_PARTS = ("update", "logprobs")  # the passes MFU is reported for: the loss's forward and backward, the snapshots' forwards
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="bench")
@@ -60,7 +68,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     runtime = rss_mb()
     parts = build_run(cfg, evaluate=False)
     algorithm, policy = parts.algorithm, parts.network
-    timer = StepTimer()
+    timer = StepTimer(count_flops=bool(spec.get("mfu", True)), counted_steps=int(spec.warmup))
     quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     trainer = build_trainer(cfg, **quiet, profiler=timer.profiler, callbacks=[algorithm, RNGCheckpoint(cfg.seed), timer])
     parts.rollouts.profiler = timer.profiler
@@ -80,6 +88,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "split_s": split,
         "prompts_per_s": sum(s["prompts"] for s in kept) / seconds,
         "generated_tokens_per_s": sum(s["tokens"] for s in kept) / seconds,
+        "generation_tokens_per_s": sum(s["tokens"] for s in kept) / max(sum(s["generate"] for s in kept), 1e-9),
         "peak_memory_mb": peak_memory_mb(policy.device),
         "memory": "cuda_max_allocated" if policy.device.type == "cuda" else "max_rss",
         "memory_floor_mb": memory_floor_mb(parts, trainer),
@@ -91,9 +100,39 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
                    "lr": cfg.policy.optimizer.lr, "lora": cfg.policy.lora is not None},
         "versions": versions(),
     }
+    if (peak := timer.matmul_tflops) is not None and spec.warmup:
+        counted = timer.steps[:spec.warmup]
+        result["matmul_tflops"] = peak
+        result["flops"] = {part: statistics.median(s[f"{part}_flops"] for s in counted) for part in FLOP_PARTS}
+        result["mfu"] = {part: round(result["flops"][part] / split[part] / (peak["bfloat16"] * 1e12), 4)
+                         if split[part] > 0 else None for part in FLOP_PARTS}
     if spec.dynamics:
         result["dynamics"] = dynamics_throughput(**spec.dynamics)
     return result
+
+
+def matmul_rates(device, n: int | None = None, repeats: int = 5) -> dict[str, float]:
+    """TFLOP/s of one n×n by n×n matrix product in bf16 and fp32 on ``device`` (the best of ``repeats`` after a
+    warm-up; n = 1024 on a CPU, 8192 on a GPU), with the threads the run uses: the peak MFU is measured against."""
+    import torch
+
+    n = n or (8192 if device.type == "cuda" else 1024)
+    out = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        best = float("inf")
+        for i in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:  # the first is a warm-up
+                best = min(best, time.perf_counter() - start)
+        out[str(dtype).removeprefix("torch.")] = round(2 * n**3 / best / 1e12, 4)
+        del a, b
+    return out
 
 
 # -- the shared spec's files: a tiny GPT-2 policy, a reward model and a prompt file, built offline -------
@@ -137,10 +176,17 @@ class StepProfiler(Profiler):
         super().__init__()
         self.current: dict[str, float] | None = None
         self._started: dict[str, float] = {}
+        self._counting: dict[str, Any] = {}
+        self.count_flops = False  # this step's update and log-prob passes run under a FLOP counter
         self.cuda = False
 
     def start(self, action_name: str) -> None:
         if action_name in self.ACTIONS:
+            if self.count_flops and self.ACTIONS[action_name] in FLOP_PARTS:
+                from torch.utils.flop_counter import FlopCounterMode
+
+                self._counting[action_name] = FlopCounterMode(display=False)
+                self._counting[action_name].__enter__()
             self._sync()
             self._started[action_name] = time.perf_counter()
 
@@ -148,7 +194,12 @@ class StepProfiler(Profiler):
         started = self._started.pop(action_name, None)
         if started is not None and self.current is not None:
             self._sync()
-            self.current[self.ACTIONS[action_name]] += time.perf_counter() - started
+            part = self.ACTIONS[action_name]
+            self.current[part] += time.perf_counter() - started
+            counter = self._counting.pop(action_name, None)
+            if counter is not None:
+                counter.__exit__(None, None, None)
+                self.current[f"{part}_flops"] += counter.get_total_flops()
 
     def _sync(self) -> None:
         if self.cuda:
@@ -164,20 +215,31 @@ class StepTimer(L.Callback):
     """Per-step wall time (from the end of one step to the end of the next: the rollout, the update, the
     callbacks) and its split into the parts of an online step; generated tokens counted from the rollout."""
 
-    def __init__(self):
+    def __init__(self, count_flops: bool = False, counted_steps: int = 0):
         self.profiler = StepProfiler()
+        self.count_flops, self.counted_steps = count_flops, counted_steps  # FLOPs counted on the first steps only
         self.steps: list[dict[str, float]] = []
+        self.matmul_tflops: dict[str, float] | None = None  # measured on the training device at its start
         self._last_rollout = None
         self._open()
 
     def _open(self) -> None:
-        self.profiler.current = {part: 0.0 for part in PARTS} | {"tokens": 0.0, "prompts": 0.0}
+        self.profiler.current = ({part: 0.0 for part in PARTS} | {"tokens": 0.0, "prompts": 0.0}
+                                 | {f"{part}_flops": 0.0 for part in FLOP_PARTS})
+        self.profiler.count_flops = self.count_flops and len(self.steps) < self.counted_steps
         self._start = time.perf_counter()
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if self.count_flops:
+            self.matmul_tflops = matmul_rates(pl_module.device)
         self.profiler.cuda = pl_module.device.type == "cuda"
         self.profiler._sync()
         self._open()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.count_flops:  # the peak is the device's best: again after training, the faster of the two kept
+            again = matmul_rates(pl_module.device)
+            self.matmul_tflops = {k: max(v, again[k]) for k, v in self.matmul_tflops.items()}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.profiler._sync()
@@ -210,7 +272,8 @@ def rss_mb() -> float:
 
 
 def memory_floor_mb(parts, trainer) -> dict[str, float]:
-    """The tensors the algorithm must hold, in MiB, each counted once (shared storage once): the policy's
+    """The tensors the algorithm must hold in this process, in MiB (an FSDP2 shard's local part), each counted
+    once (shared storage once): the policy's
     parameters (a frozen base included), the gradients of its trainable ones, the optimizer state, the
     snapshots it reads, a two-call algorithm's saved θ_t and optimizer state, the preference model. On a CPU
     the peak (max RSS) adds the Python and torch runtime and the activations to this floor."""
@@ -218,11 +281,15 @@ def memory_floor_mb(parts, trainer) -> dict[str, float]:
 
     seen: set[int] = set()
 
+    def local(t):  # this process's part of an FSDP2 shard (DTensor)
+        return t.to_local() if hasattr(t, "to_local") else t
+
     def mib(tensors) -> float:
         total = 0
         for t in tensors:
             if not isinstance(t, torch.Tensor) or t.device.type == "meta":
                 continue
+            t = local(t)
             key = t.untyped_storage().data_ptr()
             if key in seen:
                 continue
@@ -241,7 +308,7 @@ def memory_floor_mb(parts, trainer) -> dict[str, float]:
                 yield from flat(v)
 
     network, optimizer = parts.network, trainer.optimizers[0] if trainer.optimizers else None
-    trainable = sum(p.numel() * p.element_size() for p in network.parameters() if p.requires_grad) / 2**20
+    trainable = sum(local(p).numel() * p.element_size() for p in network.parameters() if p.requires_grad) / 2**20
     split = {
         "snapshots": mib(network.snapshots.buffers()),  # full-FT snapshots are copies; LoRA's hold adapters
         "parameters": mib(network.parameters()),

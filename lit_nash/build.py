@@ -17,7 +17,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-TRAINING_KEYS = ("optimizer", "warmup_steps", "grad_clip", "micro_batches")  # the policy module's, not the network's
+TRAINING_KEYS = ("optimizer", "warmup_steps", "grad_clip", "micro_batches", "memory_budget_gb", "iteration_steps",
+                 "lr_schedule", "lr_schedule_kwargs")  # the policy module's, not the network's
 
 
 def build_game(cfg: DictConfig):
@@ -73,6 +74,23 @@ def build_network(cfg: DictConfig, game, data):
     return instantiate(node, _partial_=True)(**sources)
 
 
+def build_trained_network(checkpoint: dict[str, Any], command: str = "eval"):
+    """The policy network a ``fit`` checkpoint holds, rebuilt from the config it carries and loaded with its
+    weights (snapshots included): ``(network, config, game)``. ``eval`` and ``export`` read policies this way.
+    A LoRA checkpoint's base model is checked (path, content hash) before anything is built."""
+    from lit_nash.policy.base_model import check, recorded
+    from lit_nash.tracking import CONFIG_KEY
+
+    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    check(recorded(checkpoint), cfg.policy.get("model_path"), command)
+    game = build_game(cfg)
+    network = build_network(cfg, game, build_data(cfg, game))
+    state = {k[len("network."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("network.")}
+    network.register_checkpoint(state)
+    network.load_state_dict(state)
+    return network, cfg, game
+
+
 def build_generator(cfg: DictConfig, network):
     """The generator that samples from the network: the configured one for an LM, the tabular sampler for a
     tabular policy."""
@@ -116,6 +134,8 @@ def assemble(network, algorithm, preference, data=None, *, sampled: bool = True,
     if reads_text(preference) and not hasattr(network, "decode"):
         raise ValueError(f"the preference model ({type(preference).__name__}) judges text and the "
                          f"{type(network).__name__} policy writes none: use a language-model policy")
+    if hasattr(preference, "check_context") and hasattr(network, "prompt_text"):  # every model that reads the text
+        preference.check_context([network.prompt_text(i) for i in range(network.num_prompts)], network.max_new_tokens)
     if generator is None:
         generator = HFGenerator(network) if hasattr(network, "decode") else TabularSampler(network)
     if hasattr(generator, "check_algorithm"):  # what a generator cannot sample is refused now, not at step 1
@@ -184,11 +204,13 @@ def build_callbacks(node) -> list:
 
 def check_config(cfg: DictConfig) -> None:
     """What Hydra and Lightning would accept and then run wrongly, refused at start-up with one line: a
-    top-level key fit does not know (``+algos=egpo`` trains the default algorithm), a step count that never
-    ends or is not whole, a zero logging period, a seed numpy refuses, a prompt file that cannot be read or is
-    not UTF-8 (``fit`` and ``bench``)."""
+    top-level key fit does not know (``+algos=egpo`` trains the default algorithm), what ``lit_nash.preflight``
+    checks (values nobody gave, model folders that do not exist, ``generator=vllm`` that cannot run), a step
+    count that never ends or is not whole, a zero logging period, a seed numpy refuses, a prompt file that
+    cannot be read or is not UTF-8 (``fit`` and ``bench``)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from lit_nash.preflight import check_start
     from lit_nash.tables import check_local_file
     from lit_nash.validate import integer
 
@@ -205,6 +227,7 @@ def check_config(cfg: DictConfig) -> None:
             hint = f"; did you mean {close[0]}={value}?" if close else ""
             raise SystemExit(f"lit_nash {command}: unknown top-level key {key!r} (from {override!r}); {command}'s keys "
                              f"and groups are {', '.join(sorted(known - {'hydra', 'command'}))}{hint}")  # command: the config's own
+    check_start(cfg, command)  # values nobody gave, model folders that do not exist, a generator that cannot run
     try:
         integer("trainer.max_steps", cfg.trainer.get("max_steps"), 1, "optimizer steps; -1 would train forever")
         integer("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50), 1, "steps between logged metrics")

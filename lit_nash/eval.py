@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lit_nash.head_to_head import log_tables, ranking_markdown, ranking_of
 from lit_nash.head_to_head import policy_metrics as head_to_head_metrics
@@ -123,6 +123,8 @@ def play_out(player: Player, preference, device, prompt, n: int, batch_size: int
     from lit_nash.rollout import Rollouts
 
     policy = player.policy.to(device).eval()
+    if hasattr(preference, "check_context") and hasattr(policy, "prompt_text"):  # the judge's positions, before sampling
+        preference.check_context([policy.prompt_text(i) for i in prompt.tolist()], policy.max_new_tokens)
     rollouts = Rollouts(policy, build_generator(player.config, policy), preference)
     player.own, player.ref = [], []
     for i in range(0, prompt.shape[0], batch_size):
@@ -193,9 +195,8 @@ def runs_of(tracking_uri: str, experiment: str, filter_string: str | None) -> li
 def load_player(spec: str, tracking_uri: str) -> Player:
     """A policy from a checkpoint path or an MLflow run id, rebuilt from the config its checkpoint carries."""
     from lit_nash.algorithms import registry
-    from lit_nash.build import build_data, build_game, build_network
+    from lit_nash.build import build_trained_network
     from lit_nash.checkpointing import load_checkpoint
-    from lit_nash.tracking import CONFIG_KEY
 
     path, name = Path(spec), None
     if not path.exists():
@@ -214,12 +215,7 @@ def load_player(spec: str, tracking_uri: str) -> Player:
         raise SystemExit(f"lit_nash eval: {str(path)!r} is a distributed (sharded) checkpoint folder; consolidate it into "
                          "one file first: python -m lightning.pytorch.utilities.consolidate_checkpoint <folder>")
     checkpoint = load_checkpoint(path, "eval")  # tensors and plain values only; anything else is refused
-    cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    game = build_game(cfg)
-    policy = build_network(cfg, game, build_data(cfg, game))
-    state = {k[len("network."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("network.")}
-    policy.register_checkpoint(state)
-    policy.load_state_dict(state)
+    policy, cfg, game = build_trained_network(checkpoint)
     if name is None:
         task = game.name if game is not None else Path(str(cfg.data.path)).stem
         algo = next((a.name for a in registry().values() if a.__name__ == str(cfg.algo._target_).rsplit(".", 1)[-1]), "policy")

@@ -83,7 +83,8 @@ def play_match(preference, prompt: Tensor, a, b, n: int, a_source: str = "policy
     through that player's own tokenizer; an exact oracle reads ids (the players share the game)."""
     (ra,) = a.sample(prompt, [SamplingGroup(k=n, source=a_source)])
     (rb,) = b.sample(prompt, [SamplingGroup(k=n, source=b_source)])
-    p = label(preference, prompt.to(ra.device), ra, rb.to(ra.device), a.reader, b.reader)
+    with a.profiler.profile("preference"):  # the judge's phase, as the rollout service times its own labels
+        p = label(preference, prompt.to(ra.device), ra, rb.to(ra.device), a.reader, b.reader)
     return Match(ra, rb, p.detach().cpu())
 
 

@@ -1,4 +1,4 @@
-"""fit's MLflow logger (``conf/logger/mlflow.yaml``): Lightning's ``MLFlowLogger`` with three changes.
+"""fit's MLflow logger (``conf/logger/mlflow.yaml``): Lightning's ``MLFlowLogger`` with these changes.
 
 * It can leave out the ``epoch`` metric Lightning adds to every step's metrics. A run bounded by
   ``trainer.max_steps`` has no epochs (its ``epoch`` is 0 throughout), so fit logs without it.
@@ -9,10 +9,15 @@
   of the last, partial interval are logged too, so even a run shorter than the interval has one point (taken at
   its end, its CPU share over the whole run). A
   resumed run continues the earlier run's system-metric steps.
+* With ``leave_open``, the end of ``trainer.fit`` does not mark the run FINISHED or FAILED: ``fit`` does, after
+  it uploaded the run's files and saw whether the run reached its last step (``lit_nash.run_status``).
+* ``log_steps`` writes the metrics of many steps in one request (a metric kept for every step, without a
+  request each).
 """
 
 from __future__ import annotations
 
+from time import time
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
@@ -24,9 +29,10 @@ ORDER = {key: i for i, key in enumerate(LABELS)}
 
 
 class MLFlowLogger(_LightningMLFlowLogger):
-    def __init__(self, *args: Any, log_epoch: bool = True, system_metrics_every: float | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, log_epoch: bool = True, leave_open: bool = False, system_metrics_every: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.log_epoch = log_epoch
+        self.leave_open = leave_open
         if system_metrics_every is not None and not system_metrics_every > 0:
             raise ValueError(f"logger.system_metrics_every must be > 0 seconds (or null for none), got {system_metrics_every}")
         self.system_metrics_every = system_metrics_every
@@ -74,4 +80,14 @@ class MLFlowLogger(_LightningMLFlowLogger):
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
         self.stop_system_metrics()
-        super().finalize(status)
+        if not self.leave_open:
+            super().finalize(status)
+
+    def log_steps(self, entries: list[tuple[int, dict[str, float]]]) -> None:
+        """(step, metrics) of many steps in as few requests as MLflow allows (1000 metrics each)."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time() * 1000)
+        metrics = [Metric(key=k, value=float(v), timestamp=timestamp, step=step) for step, m in entries for k, v in m.items()]
+        for i in range(0, len(metrics), 1000):
+            self.experiment.log_batch(run_id=self.run_id, metrics=metrics[i : i + 1000], **self._log_batch_kwargs)

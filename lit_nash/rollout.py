@@ -10,14 +10,15 @@ actions; a text preference model reads text, which the rollout decodes with the 
 per distinct sample, so a preference model never calls into the policy. Every probability is checked to
 be finite and in [0, 1].
 
-Shapes: N prompts, k samples of a group, m responses the loss scores per prompt, T tokens (absent for a
-tabular policy, whose responses are action indices).
+Shapes: N prompts, k samples of a group, m responses the loss scores per prompt (each once), c comparisons
+it trains per prompt (indices into the m), T tokens (absent for a tabular policy, whose responses are
+action indices).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
@@ -27,25 +28,44 @@ from lit_nash.generation.base import SamplingGroup
 from lit_nash.guards import NumericalError
 
 PAIR_SELECTIONS = ("best_worst", "top2", "tournament")
+COUNTERS = ("pref/queries", "gen/tokens")
+"""What a run's training rollouts cost, counted cumulatively: pairs labeled by the preference model (each pair
+twice for a model that reads both orders, ``reads_both_orders``) and tokens generated (a response's tokens up
+to and including its first EOS; an action counts one)."""
 
 
 @dataclass
 class Rollout:
-    """One step's training data. Every tensor's first dimension is the prompt row (N), so a rollout splits
-    into micro-batches by rows (``select``)."""
+    """One step's training data. Each response the loss scores is held once per prompt, and the comparisons
+    it trains are indices into them (``pairs``), so the loss's forward with grad and every snapshot's
+    log-probs run over the m responses of a prompt, however many pairs are trained (all k(k − 1)/2 pairs of
+    k samples cost k sequences, not k(k − 1)). Every tensor's first dimension is the prompt row (N), so a
+    rollout splits into micro-batches by rows (``select``).
+
+    Shapes: m responses scored per prompt, c comparisons trained per prompt (``pairs``), T tokens."""
 
     prompt: Tensor
-    """(N,) prompt indices (a prompt repeats when the loss trains on several pairs of it)."""
+    """(N,) prompt indices, each once."""
     responses: Tensor
-    """(N, m, T) token ids ending with EOS then pad, or (N, m) actions: what the loss scores under π_θ."""
+    """(N, m, T) token ids ending with EOS then pad, or (N, m) actions: what the loss scores under π_θ, each
+    response once."""
     reduction: str = "sum"
     """How the loss's log-probs reduce over tokens: "sum", or "mean" per token."""
+    pairs: Tensor | None = None
+    """(N, c, 2) indices into ``responses``' m dimension: (first, second) of each trained comparison (a
+    pairwise loss reads ``difference``); None for a loss on each response (policy gradients, SPPO)."""
     p: Tensor | None = None
-    """(N, m') preference probabilities of the trained comparisons (P(y ≻ opponent), or P(winner ≻ loser))."""
+    """Preference probabilities: (N, c) P(first ≻ second) of each pair, or (N, m) P(y ≻ its opponent) of each
+    response."""
     target: Tensor | None = None
-    """(N, m') regression target of the loss, computed at sampling time."""
+    """(N, c) or (N, m): the regression target of the loss, per pair or per response, computed at sampling time."""
     weight: Tensor | None = None
-    """(N, m') per-comparison weight of a weighted loss (a 0 drops it)."""
+    """(N, c) or (N, m): per-comparison weight of a weighted loss (a 0 drops the comparison), scaled at
+    construction to mean 1 over the step's rollout: a weighted mean Σ w·err / Σ w is then a plain mean, which
+    the engine's micro-batches (slices of prompts, each weighted by its share of them) add up exactly."""
+    lengths: Tensor | None = None
+    """(N, m) tokens each response's log-prob sums over (up to and including its first EOS, at least 1): a
+    per-token mean times its length is the sequence log-prob (``sequence``). None for actions."""
     anchors: dict[str, Tensor] = field(default_factory=dict)
     """snapshot name → (N, m) log-probs of ``responses`` under that snapshot, no grad."""
     policy_logp: Tensor | None = None
@@ -57,8 +77,24 @@ class Rollout:
     generator_logp: Tensor | None = None
     """(N, m) log-probs the generator reported for ``responses`` (diagnostics only; losses recompute)."""
 
+    def difference(self, values: Tensor) -> Tensor:
+        """(N, c): ``values`` (N, m) of each pair's first response minus its second's."""
+        first, second = self.pairs.to(values.device).unbind(-1)
+        return values.gather(1, first) - values.gather(1, second)
+
+    def sequence(self, logp: Tensor) -> Tensor:
+        """Sequence log-probs (summed over tokens) of log-probs (N, m) reduced as the rollout reduces them: a
+        score-function estimator needs them whatever the reduction (a per-token mean is not a log-density)."""
+        if self.reduction == "mean" and self.lengths is not None:
+            return logp * self.lengths.to(logp)
+        return logp
+
+    def __post_init__(self):
+        if self.weight is not None:
+            self.weight = self.weight * (self.weight.numel() / self.weight.sum().clamp_min(1e-12))
+
     def select(self, rows: Tensor) -> "Rollout":
-        """The rollout of prompt rows ``rows`` (a micro-batch)."""
+        """The rollout of prompt rows ``rows`` (a micro-batch), its weights as the whole step scaled them."""
         def pick(value):
             if isinstance(value, Tensor):
                 return value[rows.to(value.device)]
@@ -66,7 +102,7 @@ class Rollout:
                 return {k: pick(v) for k, v in value.items()}
             return value
 
-        return Rollout(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+        return Rollout._as_is({f.name: pick(getattr(self, f.name)) for f in fields(self)})
 
     def __len__(self) -> int:
         return len(self.prompt)
@@ -77,7 +113,22 @@ class Rollout:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Rollout":
-        return cls(**state)
+        return cls._as_is({f.name: state[f.name] for f in fields(cls) if f.name in state})
+
+    @classmethod
+    def _as_is(cls, values: dict[str, Any]) -> "Rollout":
+        """A rollout of fields already scaled (a slice, a saved round): not rescaled, so a resume is exact."""
+        rollout = cls.__new__(cls)
+        for f in fields(cls):
+            setattr(rollout, f.name, values[f.name] if f.name in values else
+                    f.default_factory() if f.default_factory is not MISSING else f.default)
+        return rollout
+
+
+def all_pairs(N: int, k: int, device=None) -> Tensor:
+    """(N, k(k − 1)/2, 2): every pair i < j of k responses, for each of N prompts."""
+    i, j = torch.triu_indices(k, k, offset=1, device=device)
+    return torch.stack([i, j], dim=-1).expand(N, -1, -1).contiguous()
 
 
 @dataclass
@@ -138,6 +189,8 @@ class Rollouts:
         self.profiler = profiler or PassThroughProfiler()
         self.stale = False  # the weights changed since the generator last sampled
         self.generated: list[tuple[Tensor, Tensor, Tensor]] | None = None  # see ``recording``
+        self.counts = dict.fromkeys(COUNTERS, 0)  # the run's totals, all processes (``count``), in checkpoints
+        self.new: dict[str, int] | None = None  # see ``counting``
 
     @property
     def reader(self):
@@ -155,6 +208,8 @@ class Rollouts:
             out = self.generator.generate(prompt, list(groups), return_log_probs=return_log_probs or record)
         if record:
             self.generated += [(prompt, s.responses, s.log_probs) for g, s in zip(groups, out) if g.source == "policy"]
+        if self.new is not None:
+            self.new["gen/tokens"] += sum(self.tokens(s.responses) for s in out)
         return [(s.responses, s.log_probs) for s in out] if return_log_probs else [s.responses for s in out]
 
     @contextmanager
@@ -191,8 +246,36 @@ class Rollouts:
         mask = self.network.response_mask(flat)
         return [tuple(row[keep].tolist()) for row, keep in zip(flat, mask)]
 
+    @contextmanager
+    def counting(self):
+        """Inside the block, the preference queries and generated tokens are counted, and yielded (a training
+        rollout is made inside one; evaluation's matches are not counted). ``count`` adds them to the totals."""
+        self.new = dict.fromkeys(COUNTERS, 0)
+        try:
+            yield self.new
+        finally:
+            self.new = None
+
+    def count(self, new: dict[str, int], reduce=None) -> dict[str, int]:
+        """Add one step's counts to the run's totals; ``reduce`` sums a tensor over processes (the trainer's
+        strategy), so every process holds the run's totals. Returns the totals."""
+        values = torch.tensor([float(new.get(k, 0)) for k in COUNTERS], dtype=torch.float64)
+        if reduce is not None:
+            values = reduce(values)
+        for key, value in zip(COUNTERS, values.tolist()):
+            self.counts[key] += int(value)
+        return self.counts
+
+    def tokens(self, responses: Tensor) -> int:
+        """Tokens generated in ``responses`` (..., T): each up to and including its first EOS; an action is one."""
+        if responses.dim() < 3:
+            return responses.numel()
+        return int(self.network.response_mask(responses.reshape(-1, responses.shape[-1])).sum())
+
     @torch.no_grad()
     def label(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        if self.new is not None:
+            self.new["pref/queries"] += a.shape[:2].numel() * (2 if getattr(self.preference, "reads_both_orders", False) else 1)
         with self.profiler.profile("preference"):
             return label(self.preference, prompt, a, b, self.reader)
 
@@ -224,9 +307,18 @@ class Rollouts:
         responses, opponents = self.sample(prompt, [SamplingGroup(k=k), SamplingGroup(k=k, source=opponent,
                                                                                      mixture_coef=mixture_coef)])
         return Rollout(prompt=prompt, responses=responses, reduction=reduction,
-                       p=self.label(prompt, responses, opponents),
+                       p=self.label(prompt, responses, opponents), lengths=self.lengths(responses),
                        anchors=self.anchors(prompt, responses, anchors, reduction),
                        samples={"policy": responses, "opponent": opponents})
+
+
+    def lengths(self, responses: Tensor) -> Tensor | None:
+        """(N, m) tokens each response's log-prob sums over (at least 1), as ``response_log_probs`` counts them
+        for its per-token mean; None for actions."""
+        if responses.dim() != 3:
+            return None
+        mask = self.network.response_mask(responses.reshape(-1, responses.shape[-1]))
+        return mask.sum(-1).clamp(min=1).view(responses.shape[:2]).to(torch.float32)
 
 
 # -- pair selection among k labeled samples ------------------------------------------------------------------

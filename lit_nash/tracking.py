@@ -49,8 +49,11 @@ def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[s
     """The line a run ends with: what ran, its final metrics, the latest periodic evaluation (``evaluation``:
     opponent → ``lit_nash.evaluation.WinRate``, printed with its interval and the pairs it rests on), and the
     command that opens its MLflow run."""
-    gaps = " ".join(f"{k}={shown(k, v):.3g}" for k, v in final.items())
+    shown_keys = [k for k in final if not k.startswith("game/avg_") or k == "game/avg_duality_gap"]
+    gaps = " ".join(f"{k}={shown(k, final[k]):.3g}" for k in shown_keys)
     line = f"lit_nash fit: {tags['algo']} on {tags.get('game') or tags.get('data')} (seed {tags['seed']}), {steps} steps in {seconds:.1f}s | {gaps}"
+    if tags.get("iterate") == "average" and "game/avg_duality_gap" in final:
+        line += f" ({tags['algo']} converges on average: read game/avg_duality_gap, the last iterate may cycle)"
     if evaluation:
         line += " | " + " ".join(f"eval/win_rate_vs_{name}={rate}" for name, rate in evaluation.items())
     if run_id:
@@ -58,20 +61,45 @@ def summary_line(tags: dict[str, str], steps: int, seconds: float, final: dict[s
     return line
 
 
-CHECKPOINT_ARTIFACT_BYTES = 10 * 2**20  # a final checkpoint under 10 MB is also an artifact of its run
+# a final checkpoint (or an exported model folder) under 100 MB is also an artifact of its run: every tabular and
+# token-game run, and a LoRA run of a small model (SmolLM2-135M with MPO: 40 MB, adapters and optimizer state); a
+# full fine-tune of a real model is not copied into the store (its tag names the file)
+CHECKPOINT_ARTIFACT_BYTES = 100 * 2**20
 
 
 def log_run_files(client, run_id: str, checkpoint: Path | None) -> None:
     """At the end of a run: its log files (the root logger's file handlers: Hydra's ``<job>.log``) and, when
-    it is a file under 10 MB, its checkpoint (``checkpoints/last.ckpt``) as artifacts of the run."""
+    it is a file under 100 MB, its checkpoint (``checkpoints/last.ckpt``) as artifacts of the run; a larger one
+    is named by the run's tag ``checkpoint`` only, and a line says so."""
     import logging
 
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_file():
             handler.flush()
             client.log_artifact(run_id, handler.baseFilename)
-    if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size < CHECKPOINT_ARTIFACT_BYTES:
-        client.log_artifact(run_id, str(checkpoint), "checkpoints")
+    if checkpoint is not None and checkpoint.is_file():
+        size = checkpoint.stat().st_size
+        if size < CHECKPOINT_ARTIFACT_BYTES:
+            client.log_artifact(run_id, str(checkpoint), "checkpoints")
+        else:
+            print(f"lit_nash fit: the checkpoint ({size / 2**20:.0f} MB) is over the {CHECKPOINT_ARTIFACT_BYTES >> 20} MB "
+                  f"limit of MLflow artifacts: not copied into the store; the run's tag checkpoint names {str(checkpoint)!r}",
+                  file=sys.stderr)
+
+
+def link_export(tracking_uri: str | None, run_id: str | None, folder: Path) -> str:
+    """The MLflow run's page links to an exported model folder: the tag ``export`` names it, and a folder under
+    the artifact limit is logged as the artifacts ``export/<folder name>/``. Returns the note for the command's
+    line ("" when there is no run to link)."""
+    if not run_id or not run_exists(tracking_uri, run_id):
+        return ""
+    store = client(tracking_uri)
+    store.set_tag(run_id, "export", str(folder))
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    if size < CHECKPOINT_ARTIFACT_BYTES:
+        store.log_artifacts(run_id, str(folder), f"export/{folder.name}")
+        return f"; MLflow run {run_id}: tag export, artifacts export/{folder.name}/"
+    return f"; MLflow run {run_id}: tag export ({size / 2**20:.0f} MB, not copied into the store)"
 
 
 def log_table_newest_first(client, run_id: str, columns: list[str], rows: list[dict], artifact_file: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -38,11 +39,15 @@ def main(cfg: DictConfig) -> float:
 
 def train_preference(cfg: DictConfig) -> float:
     """Train one classifier and save it; returns the final eval/loss (nan without an eval set)."""
+    from lit_nash.preflight import check_start
     from lit_nash.tracking import check_store, marks_run, prepare_store
 
+    check_start(cfg, "train_preference")  # model_path and data.path given, model folders that exist
     check_store(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "train_preference")
     # the pairs are read and checked before torch is imported: a bad file answers in seconds
     train_set, eval_set = load_pairs(cfg.data, seed=cfg.seed)
+    if not cfg.train.swap_augment and (line := position_only(train_set, str(cfg.data.path))):
+        print(line, file=sys.stderr)
 
     import lightning as L
     from torch.utils.data import DataLoader
@@ -63,6 +68,7 @@ def train_preference(cfg: DictConfig) -> float:
         batch_size=2 * cfg.train.eval_batch_size,  # an eval batch reads both orders in one forward
         max_length=cfg.max_length,
         trust_remote_code=cfg.trust_remote_code,
+        allow_new_weights=True,  # a base model's new classification head is what this command trains
     )
     module = PairwiseTraining(
         judge, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, swap_augment=cfg.train.swap_augment
@@ -139,6 +145,22 @@ def load_pairs(data: DictConfig, seed: int):
                          "for eval; give more pairs, data.eval_path, or data.eval_fraction=0")
     split = train.train_test_split(test_size=n_eval, seed=seed)
     return split["train"], split["test"]
+
+
+def position_only(pairs, where: str) -> str | None:
+    """The warning for training pairs whose every decided label prefers the same place (all "a wins" or all
+    "b wins") without ``train.swap_augment``: the place is then all there is to learn."""
+    labels = [float(v) for v in pairs.with_format(None)["label"]]
+    decided = [v for v in labels if v != 0.5]
+    if not decided or (any(v > 0.5 for v in decided) and any(v < 0.5 for v in decided)):
+        return None
+    first = decided[0] > 0.5
+    return (f"lit_nash train_preference: warning: every decided label of data.path {where!r} prefers the "
+            f"{'first' if first else 'second'} response ({'a' if first else 'b'}, label {'>' if first else '<'} 0.5, in "
+            f"all {len(decided)} of {len(labels)} training pairs) and train.swap_augment=false: the only thing the "
+            f"classifier can learn is \"the {'first' if first else 'second'} response wins\", not which response is "
+            "better. Set train.swap_augment=true (each pair is also shown swapped), or give pairs with the preferred "
+            "response in both places")
 
 
 def read_table(path: str, split: str, cache_dir: str | None, key: str):

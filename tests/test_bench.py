@@ -28,6 +28,7 @@ def test_bench_prints_one_json_line_with_every_field(tmp_path, algo, precision):
     assert split["generate"] > 0 and split["preference"] > 0 and split["update"] > 0
     assert result["median_step_s"] >= split["generate"]
     assert result["prompts_per_s"] > 0 and result["generated_tokens_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert result["generation_tokens_per_s"] > result["generated_tokens_per_s"]  # over generation's seconds alone
     assert result["versions"]["torch"].startswith("2.") and result["memory"] == "max_rss"
     # the floor: the spec's GPT-2 parameters (1 layer, width 32, 64-token vocabulary) counted from the config,
     # their gradients and AdamW's two moments, the reference snapshot (a full copy), a reward model of the
@@ -50,6 +51,12 @@ def test_bench_prints_one_json_line_with_every_field(tmp_path, algo, precision):
         assert result["bf16"]["fast"] == bool(result["bf16"]["cpu_flags"])
     dyn = result["dynamics"]
     assert (dyn["games"], dyn["actions"], dyn["steps"]) == (20, 10, 10) and set(dyn["seconds"]) == {"mpo", "egpo"}
+    # MFU: the FLOPs counted on the warm-up step; the update is a forward and a backward (2 matrix products per
+    # forward one, and the chunked head recomputes its logits) over the responses the reference pass scores once
+    assert set(result["matmul_tflops"]) == {"bfloat16", "float32"} and min(result["matmul_tflops"].values()) > 0
+    flops = result["flops"]
+    assert flops["logprobs"] > 0 and 2.5 < flops["update"] / flops["logprobs"] < 4, flops
+    assert set(result["mfu"]) == {"update", "logprobs"} and all(v > 0 for v in result["mfu"].values())
 
 
 def test_online_ipo_one_preference_call_equals_the_two_call_path(tmp_path):
@@ -84,7 +91,7 @@ def test_online_ipo_one_preference_call_equals_the_two_call_path(tmp_path):
 
 
 REAL_MODELS = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models"))
-INSTRUCTIONS = Path(__file__).resolve().parents[2] / "shared" / "real_models" / "instructions.jsonl"
+INSTRUCTIONS = Path(__file__).resolve().parents[1] / "data" / "instructions.jsonl"
 
 
 def test_the_real_model_spec_is_the_issue_s_spec(monkeypatch):
@@ -106,7 +113,7 @@ def test_the_real_model_spec_is_the_issue_s_spec(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REAL_MODELS / "smollm2-135m-instruct").is_dir() or not INSTRUCTIONS.is_file(),
-                    reason=f"no real models in {REAL_MODELS}: bash ../shared/real_models/prepare.sh {REAL_MODELS}")
+                    reason=f"no real models in {REAL_MODELS}: python scripts/prepare_real_models.py {REAL_MODELS}")
 def test_bench_runs_the_real_model_spec(tmp_path):
     done = run_cli("bench", "task=bench_real", f"policy.model_path={REAL_MODELS / 'smollm2-135m-instruct'}",
                    f"preference.path={REAL_MODELS / 'all-minilm-l6-v2'}", f"data.path={INSTRUCTIONS}",

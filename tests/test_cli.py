@@ -69,14 +69,6 @@ def test_bench_help_is_benchs_own(tmp_path):
     assert f"algo: {', '.join(ALGOS)}" in out.stdout and "\nbench:\n" in out.stdout
 
 
-def test_fit_help_explains_the_internal_sweep_group_instead_of_listing_it(tmp_path):
-    out = run_cli("fit", "--help", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    (line,) = [l for l in out.stdout.splitlines() if l.startswith("sweep/sampled_play:")]
-    assert line.startswith("sweep/sampled_play: (not a choice of its own)") and "sweep=comal_cycle" in line
-    assert "mpo, nash_md" not in line
-
-
 @pytest.mark.parametrize("group,choices", [("algo", ALGOS), ("game", GAMES)])
 def test_unknown_choice_names_the_valid_choices(tmp_path, group, choices):
     out = run_cli("fit", f"{group}=nope", cwd=tmp_path)

@@ -8,7 +8,7 @@ import yaml
 from mlflow import MlflowClient
 
 from lit_nash.algorithms import MPO
-from lit_nash.games import egpo_random
+from lit_nash.games import duality_gap, egpo_random
 from lit_nash.algorithms.simulate import simulate
 from lit_nash.policy import reference_logits
 
@@ -149,6 +149,16 @@ def test_lightning_loop_runs_exactly_the_closed_form_dynamics(tmp_path):
     # the magnet was last refreshed after step 49 (= 7·7): it is the iterate of step 49, not 50
     sim49 = simulate(MPO(eta=1.0, tau=0.1, magnet_every=7), P, 49, ref=reference_logits("gaussian", 10, 10, seed=3))
     torch.testing.assert_close(state["network.snapshots.entries.magnet.log_probs"], sim49.log_pi, rtol=0, atol=1e-12)
+    # the average iterate is the uniform mixture of the iterates after steps 1..50, kept in the checkpoint
+    every = simulate(MPO(eta=1.0, tau=0.1, magnet_every=7), P, 50, ref=reference_logits("gaussian", 10, 10, seed=3),
+                     record_every=1)
+    average = ckpt["callbacks"]["GameMetrics"]
+    assert average["count"] == 50
+    torch.testing.assert_close(average["total"] / 50, every.trajectory[1:].exp().mean(0), rtol=0, atol=1e-12)
+    client, (run,) = runs(tmp_path)
+    logged = last(client, run, "game/avg_duality_gap")
+    assert logged.step == 49
+    assert logged.value == pytest.approx(duality_gap(P, every.trajectory[1:].exp().mean(0)).mean().item(), abs=1e-12)
 
 
 def test_lightning_relaunch_keeps_the_subcommand(tmp_path):
@@ -163,8 +173,9 @@ def test_lightning_relaunch_keeps_the_subcommand(tmp_path):
 
 
 def test_sampled_play_on_the_tabular_policy_through_the_cli(tmp_path):
-    """policy=tabular rollout=sampled: EGPO's practical loss on sampled responses, the real CLI and store."""
-    out = run_cli("fit", "rollout=sampled", "algo=egpo", "algo.k=256", "policy.optimizer.lr=0.05", "trainer.max_steps=2000",
+    """policy=tabular rollout=sampled: online IPO's practical loss on sampled responses with the shipped settings,
+    the real CLI and store: the regularized gap falls 5× (measured 0.0068 → 0.0002 over 3000 steps, seed 0)."""
+    out = run_cli("fit", "rollout=sampled", "algo=online_ipo", "trainer.max_steps=2000",
                   "trainer.enable_progress_bar=false", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     client, (run,) = runs(tmp_path)

@@ -2,7 +2,7 @@
 could not be evaluated nor resumed (``torch.load(weights_only=True)``: ``Unsupported global: GLOBAL
 omegaconf.dictconfig.DictConfig``), and ``policy=causal_lm_lora`` named GPT-2's modules, so a Llama model
 failed (peft's NoMatchingPeftModuleError). Also a short LoRA run on a real pretrained Llama-architecture
-model (SmolLM2-135M-Instruct, /work/shared/real_models/prepare.sh), skipped when it is not there."""
+model (SmolLM2-135M-Instruct, scripts/prepare_real_models.py), skipped when it is not there."""
 
 import os
 from pathlib import Path
@@ -15,7 +15,7 @@ from tests.cli import run_cli
 
 REAL_MODELS = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models"))
 SMOLLM2 = REAL_MODELS / "smollm2-135m-instruct"
-INSTRUCTIONS = Path("/work/shared/real_models/instructions.jsonl")
+INSTRUCTIONS = Path(__file__).resolve().parents[1] / "data" / "instructions.jsonl"
 QUIET = ["trainer.enable_progress_bar=false"]
 
 
@@ -65,9 +65,69 @@ def test_default_lora_fits_a_llama_model(tmp_path):
     assert any("q_proj.lora_A" in k for k in state) and any("down_proj.lora_A" in k for k in state)
 
 
+def test_a_lora_checkpoint_names_its_base_model_reaches_mlflow_and_resumes_bit_identically(tmp_path):
+    """Issue 23.3 and 25.10: a LoRA run's checkpoint holds no base model weight (it names the base by path and
+    content hash) and is an artifact of its MLflow run. Stopped at step 2, its base model moved: the resume and
+    eval are refused in one line saying what to do, and so is a folder holding another model; naming the new folder
+    resumes it, bit-identical to the uninterrupted 4-step run."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from lit_nash.games.token import token_game
+    from lit_nash.models import tiny_causal_lm
+    from tests.cli import run_many
+
+    words = token_game().vocabulary()
+    base, other = tiny_causal_lm(tmp_path / "base", words), tiny_causal_lm(tmp_path / "other", words, seed=1)
+    settings = ["task=token_game", "policy=causal_lm_lora", f"policy.model_path={base}", *QUIET]
+    for folder in ("full", "first"):
+        (tmp_path / folder).mkdir()
+    (full, first) = run_many((("fit", *settings, "trainer.max_steps=4"), {"cwd": tmp_path / "full"}),
+                             (("fit", *settings, "trainer.max_steps=2"), {"cwd": tmp_path / "first"}))
+    assert full.returncode == 0 and first.returncode == 0, (full.stderr[-2000:], first.stderr[-2000:])
+    expected, ckpt = (torch.load(only_checkpoint(tmp_path / d), map_location="cpu", weights_only=True)
+                      for d in ("full", "first"))
+    assert not any(".base_layer." in k or "wte" in k for k in expected["state_dict"])  # adapters only
+    record = expected["state_dict"]["network.base_model._extra_state"]["base_model"]
+    assert record["path"] == str(base)
+    store = MlflowClient(f"sqlite:///{tmp_path / 'full'}/mlruns.db")
+    (run,) = store.search_runs([store.get_experiment_by_name("lit_nash").experiment_id])
+    assert [a.path for a in store.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.ckpt"]
+
+    path = only_checkpoint(tmp_path / "first")
+    before = path.read_bytes()
+    moved = tmp_path / "moved"
+    shutil.move(base, moved)
+    refused = run_cli("fit", f"resume={path}", "trainer.max_steps=4", *QUIET, cwd=tmp_path / "first")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"lit_nash fit: this LoRA run's checkpoint holds only its adapters, trained on the base model '{base}' "
+        f"(content hash {record['sha256'][:12]}), and '{base}' is gone: move that model back there, or name its new "
+        f"folder: resume={path} ++policy.model_path=<folder> (accepted if its content hash matches)")
+    evaluated = run_cli("eval", f"policies=[{path}]", "samples=2", cwd=tmp_path / "first")
+    assert evaluated.returncode != 0 and evaluated.stderr.strip().splitlines()[-1].startswith(
+        "lit_nash eval: this LoRA run's checkpoint holds only its adapters")
+    wrong = run_cli("fit", f"resume={path}", f"++policy.model_path={other}", *QUIET, cwd=tmp_path / "first")
+    assert wrong.returncode != 0 and f"and '{other}' holds another model (content hash " in wrong.stderr
+    assert path.read_bytes() == before  # nothing was touched
+    resumed = run_cli("fit", f"resume={path}", f"++policy.model_path={moved}", "trainer.max_steps=4", *QUIET,
+                      cwd=tmp_path / "first")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = torch.load(path, map_location="cpu", weights_only=True)
+    assert got["global_step"] == 4 and got["lit_nash_config"]["policy"]["model_path"] == str(moved)
+    assert got["state_dict"]["network.base_model._extra_state"]["base_model"] == {"path": str(moved), "sha256": record["sha256"]}
+    tensors = {k for k, v in expected["state_dict"].items() if torch.is_tensor(v)}
+    assert tensors == {k for k, v in got["state_dict"].items() if torch.is_tensor(v)}
+    for key in tensors:
+        assert torch.equal(got["state_dict"][key], expected["state_dict"][key]), key
+    for a, b in zip(got["optimizer_states"][0]["state"].values(), expected["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: build it with "
-                    "bash /work/shared/real_models/prepare.sh /work/real_models (or set LIT_NASH_REAL_MODELS)")
+                    f"python scripts/prepare_real_models.py {REAL_MODELS} (or set LIT_NASH_REAL_MODELS)")
 def test_lora_fit_on_smollm2_with_itself_as_judge(tmp_path):
     """Real text on a real instruct model, offline: task=text, the default LoRA, and SmolLM2 as its own
     (weak) LLM judge (preference=judge), since no pairwise classifier for its text ships with the models.

@@ -1,10 +1,11 @@
 """bf16: ``trainer.precision=bf16-mixed`` (autocast) and ``policy.dtype=bfloat16`` (bf16 weights) train the token
 game through the real fit recipe, with log-prob sums and losses in fp32.
 
-Tolerances, measured on this box (online IPO, token game, seed 0, 2026-12-01): over the first 20 logged
-steps the bf16-mixed loss differs from the fp32 loss by at most 0.0079 (mean 0.0011, on losses of mean
-magnitude 2.6); from about step 30 on the two runs sample different tokens and their losses part, as any
-two runs whose parameters differ in the last bits do. The test asks for 0.05 over the first 15 steps. The
+Tolerances (online IPO, token game, seed 0): the bf16-mixed loss tracks the fp32 loss until the two runs first
+sample different tokens, as any two runs whose parameters differ in the last bits do; then their losses part.
+When that happens depends on the CPU's bf16 kernels: on 2026-12-01's box after about 30 steps (at most 0.0079
+over the first 20, on losses of mean magnitude 2.6); on an AMD EPYC with native bf16 (avx512_bf16,
+2026-12-04) after 10 (at most 0.0092 over the first 8, then 0.31). The test asks for 0.05 over the first 8. The
 bf16-mixed run's exact gap fell 0.958 → 0.175 in 300 steps (fp32: 0.958 → 0.129); the test asks it to halve.
 """
 
@@ -44,7 +45,7 @@ def test_bf16_mixed_losses_track_fp32_and_the_exact_gap_still_falls(tmp_path):
     fp32_loss, _ = run_token_game(tmp_path / "fp32", "trainer.max_steps=20")
     bf16_loss, bf16_gap = run_token_game(tmp_path / "bf16", "trainer.precision=bf16-mixed", "trainer.max_steps=300")
     assert len(fp32_loss) == 20 and len(bf16_loss) == 300
-    diffs = [abs(a - b) for a, b in zip(fp32_loss[:15], bf16_loss[:15])]
+    diffs = [abs(a - b) for a, b in zip(fp32_loss[:8], bf16_loss[:8])]
     assert max(diffs) < 0.05, diffs
     assert any(d > 0 for d in diffs), "bf16-mixed gave bit-identical losses: autocast did not act"
     assert bf16_gap[-1] < bf16_gap[0] / 2

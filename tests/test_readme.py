@@ -35,7 +35,7 @@ def test_ci_runs_the_readme_install_and_test_commands():
 # fits CI; `pytest -m slow` runs every command exactly as written.
 PLACEHOLDERS = {"<causal LM dir or hub name>": "policy", "<pairwise model dir>": "pairwise"}
 NARROW = {
-    "sweep=": ["sweep/sampled_play=mpo,egpo", "seed=0,1", "trainer.max_steps=300"],  # replace the sweep's lists
+    "sweep=": ["algo=mpo,egpo", "seed=0,1", "trainer.max_steps=300"],  # replace the sweep's lists
     "task=text": ["trainer.max_steps=2", "policy.max_new_tokens=6"],
 }
 

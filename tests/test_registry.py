@@ -19,12 +19,11 @@ def test_the_registry_is_the_algorithms_package():
         "__init__", "base", "losses", "simulate", "two_call"}
 
 
-def test_each_algorithm_has_its_config_page_test_and_sampled_play_preset():
+def test_each_algorithm_has_its_config_page_and_test():
     names = set(ALGORITHMS)
     assert stems("conf/algo", ".yaml") == names
     assert stems("docs/algorithms", ".md") - {"README"} == names
     assert stems("tests/algorithms", ".py", "test_") >= names
-    assert stems("sweeps/sampled_play", ".yaml") == names  # the comal_cycle sweep runs every one of them (glob)
 
 
 def test_the_docs_index_lists_every_algorithm_once():
@@ -38,4 +37,4 @@ def test_bench_and_the_sweeps_take_every_registered_algorithm_by_default():
     assert re.search(r"^\s+algos: null\b", bench, flags=re.M)
     for sweep in ("comal_cycle", "token_game"):
         text = (REPO / "sweeps" / f"{sweep}.yaml").read_text()
-        assert re.search(r"^\s+(sweep/sampled_play|algo): glob\(\*\)", text, flags=re.M), sweep
+        assert re.search(r"^\s+algo: glob\(\*\)", text, flags=re.M), sweep

@@ -1,6 +1,7 @@
 """The shared rollout pieces: labels are checked, only i < j pairs are asked for, pairs are selected as
 the papers say, and iterative rounds sample once per round."""
 
+import io
 from functools import partial
 
 import lightning as L
@@ -90,7 +91,7 @@ def make_rollout():
 
     N = 4
     return Rollout(prompt=torch.arange(N), responses=torch.arange(N * 2 * 3).view(N, 2, 3), reduction="mean",
-                   p=torch.rand(N, 1), target=torch.rand(N, 1), weight=torch.ones(N),
+                   pairs=torch.tensor([[[0, 1]]]).expand(N, 1, 2), p=torch.rand(N, 1), target=torch.rand(N, 1), weight=torch.ones(N),
                    anchors={"ref": torch.randn(N, 2), "history/0": torch.randn(N, 2)},
                    samples={"policy": torch.zeros(N, 5, 3, dtype=torch.long)})
 
@@ -103,12 +104,17 @@ def test_a_rollout_splits_by_prompt_rows_and_round_trips_through_its_state():
     part = rollout.select(rows)
     assert len(part) == 2 and part.reduction == "mean" and part.policy_logp is None
     assert torch.equal(part.responses, rollout.responses[rows]) and torch.equal(part.p, rollout.p[rows])
+    assert part.pairs.shape == (2, 1, 2) and torch.equal(part.difference(torch.tensor([[1.0, 3.0], [2.0, 7.0]])),
+                                                         torch.tensor([[-2.0], [-5.0]]))
     assert set(part.anchors) == {"ref", "history/0"} and torch.equal(part.anchors["ref"], rollout.anchors["ref"][rows])
     assert torch.equal(part.samples["policy"], rollout.samples["policy"][rows])
     state = rollout.to_state()
     assert all(isinstance(v, (torch.Tensor, dict, str, type(None))) for v in state.values())  # weights_only-safe
-    again = Rollout.from_state(state)
+    saved = io.BytesIO()
+    torch.save(state, saved)
+    again = Rollout.from_state(torch.load(io.BytesIO(saved.getvalue()), weights_only=True))
     assert torch.equal(again.target, rollout.target) and again.anchors.keys() == rollout.anchors.keys()
+    assert torch.equal(again.pairs, rollout.pairs)
 
 
 class CountingReader:

@@ -4,7 +4,7 @@ requests; the torch pin keeps pip on the CPU build).
 
 Time TRL 1.13.0's experimental Online DPO trainer on lit_nash's real-model bench spec (conf/task/bench_real.yaml,
 `python -m lit_nash bench task=bench_real bench.threads=1 bench.warmup=1 trainer.max_steps=4`):
-SmolLM2-135M-Instruct as the policy, the 60 instructions of ../shared/real_models/instructions.jsonl as one-turn
+SmolLM2-135M-Instruct as the policy, the 60 instructions of data/instructions.jsonl as one-turn
 conversations (the policy's chat template with the generation prompt), 8 prompts per step, 2 samples per prompt
 (Online DPO's own pair), 64 new tokens, temperature 1, no top-k / top-p, and all-MiniLM-L6-v2 with a fresh
 1-label head as the reward model (its scores are meaningless; only its cost matters). Four variants:
@@ -44,7 +44,7 @@ ROOT = Path(os.environ.get("TRL_REAL_DIR", "/tmp/trl_real"))  # the throwaway ve
 MODELS = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models"))
 POLICY = MODELS / "smollm2-135m-instruct"
 JUDGE = MODELS / "all-minilm-l6-v2"
-PROMPTS = Path(os.environ.get("TRL_REAL_PROMPTS", "/work/shared/real_models/instructions.jsonl"))
+PROMPTS = Path(os.environ.get("TRL_REAL_PROMPTS", Path(__file__).resolve().parents[2] / "data" / "instructions.jsonl"))
 RESULTS = Path(os.environ.get("TRL_REAL_RESULTS", "/work/notes/trl_real"))
 THREADS = 1
 STEPS = 4

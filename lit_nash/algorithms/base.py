@@ -31,6 +31,7 @@ from typing import Any, Callable, ClassVar
 import lightning as L
 from torch import Tensor
 
+from lit_nash.games.dynamics import is_reset_step
 from lit_nash.rollout import Rollout, Rollouts
 from lit_nash.validate import choice, integer, period, positive
 
@@ -62,6 +63,7 @@ class Algorithm(L.Callback):
         self.eta = positive(f"algo={self.name}: eta", eta)
         self.tau = None if tau is None else positive(f"algo={self.name}: tau", tau)
         self.step = 0  # completed iterations
+        self.iteration_steps = 1  # set when a fit starts: the policy module's (policy.iteration_steps in sampled play)
 
     @property
     def regularization(self) -> float | None:
@@ -98,6 +100,15 @@ class Algorithm(L.Callback):
         """Consecutive optimizer steps that train on one prompt batch (Nash-MP's whole iteration; EGPO's two calls)."""
         return 1
 
+    converges_to: ClassVar[str] = "regularized NE"
+    """What the paper's claimed iterate converges to: "NE" (the original game's) or "regularized NE" (π*_τ of
+    the reference, whose own duality gap is not 0)."""
+
+    iterate: ClassVar[str] = "last"
+    """The iterate whose convergence the paper claims: "last" (the policy itself) or "average" (the uniform mean
+    of the iterates so far, ``game/avg_*``; SPPO). Its convergence test checks that one; runs carry it as the
+    tag ``iterate``."""
+
     uses_rounds: ClassVar[bool] = True
     """Whether iterative rounds (``rollout.epochs_per_round`` > 1) reuse one rollout; False for algorithms
     that sample from their own half step every step."""
@@ -110,6 +121,7 @@ class Algorithm(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self.iteration_steps = int(getattr(pl_module, "iteration_steps", 1))
         self.prepare(pl_module.network)
         n = self.steps_per_iteration(pl_module.sampled)
         loop = trainer.fit_loop.epoch_loop
@@ -151,6 +163,13 @@ class Algorithm(L.Callback):
 
     def period(self, key: str, value: Any) -> int | None:
         return period(f"algo={self.name}: {key}", value)
+
+    def due(self, every: int | None) -> bool:
+        """Whether a schedule of period ``every`` fires after the step just completed. A period counts
+        iterations of the algorithm's update, so that it means the same in both modes: one exact step in exact
+        play, ``iteration_steps`` optimizer steps in sampled play (``policy.iteration_steps``: the steps that move
+        the policy as far as one exact step; docs/conventions.md, "Schedules in sampled play")."""
+        return is_reset_step(self.step, every * self.iteration_steps if every else every)
 
     def check_proposal(self, temperature: float, top_k: int) -> None:
         """A proposal's sampling settings: temperature > 0, top_k an integer >= 0 (0 = off)."""

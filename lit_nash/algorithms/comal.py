@@ -23,6 +23,7 @@ INNER = {"omd": D.omd, "prox": D.prox}
 
 class COMAL(Algorithm):
     name = "comal"
+    converges_to = "NE"  # the anchor resets: the prox iterates converge to the original NE
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, reset_every: int | None = 100, inner: str = "omd",
                  k: int = 5, pairs: str = "all", target: str = "soft", logprob_reduction: str = "sum"):
@@ -52,5 +53,5 @@ class COMAL(Algorithm):
         return pair_loss(rollout, logp, self, [(r, rollout.anchors["anchor"]), (1 - r, rollout.policy_logp)])
 
     def schedule(self, policy):
-        if D.is_reset_step(self.step, self.reset_every):
+        if self.due(self.reset_every):
             policy.refresh_snapshot("anchor")

@@ -19,7 +19,7 @@ from lit_nash.algorithms.base import MAX_K_ALL_PAIRS, REDUCTIONS, Algorithm
 from lit_nash.algorithms.losses import anchored_log_ratio, squared_regression
 from lit_nash.games import dynamics as D
 from lit_nash.generation.base import SamplingGroup
-from lit_nash.rollout import PAIR_SELECTIONS, Rollout, gather, same_response, select_pairs
+from lit_nash.rollout import PAIR_SELECTIONS, Rollout, all_pairs, gather, same_response, select_pairs
 
 TARGETS = ("constant", "soft")
 
@@ -66,7 +66,9 @@ def check_pair_settings(algo: Algorithm, k: int, pairs: str, target: str, logpro
 def pair_rollout(rollouts, prompt, algo, anchors, distinct: bool = False) -> Rollout:
     """k samples from π_t, all pairs labeled, one selected pair per prompt (or every pair, ``pairs=all``:
     an unbiased estimate of the exact on-policy loss), and the log-probs of each snapshot in ``anchors``
-    computed once, without grad. π_t's own log-probs come from the engine's first forward.
+    computed once, without grad. π_t's own log-probs come from the engine's first forward. With
+    ``pairs=all`` the rollout holds the k samples once and the k(k − 1)/2 pairs as indices into them, so the
+    loss scores k responses per prompt; a selected pair holds its two.
 
     A selected pair with the constant target is trained only if P̂(w ≻ l) > ½ (INPO's filter). With
     ``distinct`` (COMAL's official construction) identical samples are one candidate, ``best_worst`` and
@@ -74,29 +76,31 @@ def pair_rollout(rollouts, prompt, algo, anchors, distinct: bool = False) -> Rol
     prompt with fewer than 2 distinct samples) gets weight 0: that prompt contributes no pair."""
     (samples,) = rollouts.sample(prompt, [SamplingGroup(k=algo.k)])
     P = rollouts.label_all_pairs(prompt, samples)
+    N = len(prompt)
     if algo.pairs == "all":
-        i, j = torch.triu_indices(algo.k, algo.k, offset=1, device=samples.device)
-        prompt = prompt.repeat_interleave(len(i))
-        pair = torch.stack([samples[:, i], samples[:, j]], dim=2).flatten(0, 1)  # (N·m, 2, ...)
-        p = P[:, i, j].flatten()
-        weight = None
+        responses, pairs = samples, all_pairs(N, algo.k, samples.device)
+        i, j = pairs[0].unbind(-1)
+        p, weight = P[:, i, j], None
     else:
-        rows = torch.arange(len(prompt), device=P.device)
+        rows = torch.arange(N, device=P.device)
         w, l = select_pairs(P, algo.pairs, samples if distinct else None)
-        pair = torch.cat([gather(samples, w), gather(samples, l)], dim=1)
-        p = P[rows, w, l]
+        responses = torch.cat([gather(samples, w), gather(samples, l)], dim=1)
+        pairs = torch.tensor([[0, 1]], device=samples.device).expand(N, 1, 2)
+        p = P[rows, w, l].unsqueeze(1)
         if distinct:  # no filter; only a response paired with itself is dropped
-            weight = (~same_response(samples)[rows, w, l]).to(p.dtype)
+            weight = (~same_response(samples)[rows, w, l]).to(p.dtype).unsqueeze(1)
         else:  # the constant target trains only pairs whose winner wins (a soft label carries its own sign)
             weight = (p > 0.5).to(p.dtype) if algo.target == "constant" else None
-    return Rollout(prompt=prompt, responses=pair, reduction=algo.logprob_reduction, p=p, weight=weight,
-                   anchors=rollouts.anchors(prompt, pair, anchors, algo.logprob_reduction), samples={"policy": samples})
+    return Rollout(prompt=prompt, responses=responses, pairs=pairs, reduction=algo.logprob_reduction, p=p,
+                   weight=weight, anchors=rollouts.anchors(prompt, responses, anchors, algo.logprob_reduction),
+                   samples={"policy": samples})
 
 
 def pair_loss(rollout: Rollout, logp, algo, anchors) -> torch.Tensor:
-    """``anchors`` are (weight, log-probs (N, 2)) pairs: h = ℓ_θ − Σ w·ℓ_anchor of winner and loser."""
-    h = anchored_log_ratio(logp, anchors)
+    """``anchors`` are (weight, log-probs (N, m)) pairs: h = ℓ_θ − Σ w·ℓ_anchor of each response, regressed
+    pairwise (first − second of each of ``rollout.pairs``)."""
+    h = rollout.difference(anchored_log_ratio(logp, anchors))
     if algo.target == "constant":
-        return squared_regression(h[:, 0] - h[:, 1], torch.full_like(rollout.p, algo.eta / 2), rollout.weight)
+        return squared_regression(h, torch.full_like(rollout.p, algo.eta / 2), rollout.weight)
     # soft labels; an exact rollout (every pair) carries the on-policy pair weights π_t(y)·π_t(y')
-    return squared_regression(h[:, 0] - h[:, 1], (rollout.p - 0.5) * algo.eta, rollout.weight)
+    return squared_regression(h, (rollout.p - 0.5) * algo.eta, rollout.weight)

@@ -12,6 +12,7 @@ from lit_nash.algorithms.mpo import MPO
 class MMD(MPO):
     name = "mmd"
     magnet = "ref"
+    converges_to = "regularized NE"  # the magnet is the fixed reference
 
     def __init__(self, eta: float = 1.0, tau: float = 0.1, k: int = 2, variant: str = "mpo",
                  logprob_reduction: str = "sum"):

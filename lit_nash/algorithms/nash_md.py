@@ -86,4 +86,6 @@ class NashMD(Algorithm):
     def loss(self, rollout, logp):
         if self.loss_kind == "ipo":
             return self._ipo.loss(rollout, logp)
-        return policy_gradient(logp, rollout.p, [(self.regularization, rollout.anchors["ref"])])
+        ref = rollout.sequence(rollout.anchors["ref"])  # the KL term on sequence log-probs whatever the reduction
+        return policy_gradient(logp, rollout.p, [(self.regularization, ref)], rollout.sequence(logp),
+                               behavior=rollout.sequence(rollout.policy_logp))  # a round's later epochs: y ~ π_t

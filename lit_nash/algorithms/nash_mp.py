@@ -68,7 +68,9 @@ class NashMP(TwoCallAlgorithm):
         return rollouts.play_against(prompt, self.k, opponent, ["ref", "anchor"], self.logprob_reduction)
 
     def loss(self, rollout, logp):
-        return policy_gradient(logp, rollout.p, [(self.tau, rollout.anchors["ref"]), (1 / self.eta, rollout.anchors["anchor"])])
+        kl_terms = [(self.tau, rollout.anchors["ref"]), (1 / self.eta, rollout.anchors["anchor"])]
+        kl_terms = [(c, rollout.sequence(anchor)) for c, anchor in kl_terms]  # sequence log-probs whatever the reduction
+        return policy_gradient(logp, rollout.p, kl_terms, rollout.sequence(logp))
 
     def schedule(self, policy):
         if self.moving_center:  # exact and sampled play: the center follows the iterates

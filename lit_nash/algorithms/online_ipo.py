@@ -4,9 +4,11 @@ Exact form: l' = (1−ητ)·l + ητ·log μ + η·P·π_t (ALGORITHMS.md §2.3
 
 Practical loss (τ = β), with h = ℓ_θ − ℓ_ref:
 * variant 1: y, y' from a full-support proposal (the policy at ``proposal_temperature`` / ``proposal_top_k``),
-  y'' ~ π_t; (Δh − [P(y≻y'') − P(y'≻y'')]/β)². One SGD step of lr on the exact version of this loss over
-  tabular logits is the OMD step with ηβ = 4·lr/K (tests/ladder/test_losses.py).
-* variant 2: y, y' ~ π_t; (Δh − [P(y≻y') − ½]/β)².
+  y'' ~ π_t; β²·(Δh − [P(y≻y'') − P(y'≻y'')]/β)². One SGD step of lr on the exact version of this loss over
+  tabular logits is the OMD step with η = 4·lr·β/K (tests/ladder/test_losses.py).
+* variant 2: y, y' ~ π_t; β²·(Δh − [P(y≻y') − ½]/β)².
+
+The factor β² (the loss in reward units; see ``loss``) is lit_nash's, not the paper's.
 """
 
 import torch
@@ -38,7 +40,8 @@ class OnlineIPO(Algorithm):
         return D.omd(l, win_rates(l), self.eta, self.tau, policy.snapshot("ref"))
 
     def rollout(self, rollouts, prompt, source: str = "policy", mixture_coef: float = 0.0):
-        """k pairs per prompt, stored as responses (N, 2k): y in the first k columns, y' in the last k.
+        """k pairs per prompt, stored as responses (N, 2k): y in the first k columns, y' in the last k (the
+        pairs (i, k + i)); y'' is labeled against both and never scored.
         ``source`` samples them (EGPO's second call: the half step); y'' comes from ``self.opponent``."""
         k = self.k
         if self.variant == 1:
@@ -54,9 +57,16 @@ class OnlineIPO(Algorithm):
             (pair,) = rollouts.sample(prompt, [SamplingGroup(k=2 * k, source=source)])
             p = rollouts.label(prompt, pair[:, :k], pair[:, k:])
             target, samples = p - 0.5, {"policy": pair}
-        return Rollout(prompt=prompt, responses=pair, reduction=self.logprob_reduction, p=p, target=target / self.tau,
-                       anchors=rollouts.anchors(prompt, pair, ["ref"], self.logprob_reduction), samples=samples)
+        i = torch.arange(k, device=pair.device)
+        pairs = torch.stack([i, i + k], dim=-1).expand(len(prompt), k, 2)  # (y, y') of each pair
+        return Rollout(prompt=prompt, responses=pair, pairs=pairs, reduction=self.logprob_reduction, p=p,
+                       target=target / self.tau, anchors=rollouts.anchors(prompt, pair, ["ref"], self.logprob_reduction),
+                       samples=samples)
 
     def loss(self, rollout, logp):
+        """The square loss in reward units, (β·Δh − ΔP)² = β²·(Δh − ΔP/β)²: the implicit reward β·log(π_θ/π_ref)
+        of DPO and IPO regressed onto the preference difference. The paper's (Δh − ΔP/β)² is 1/β² of it: the
+        same minimizer and, under Adam, the same steps; under SGD it makes one learning rate a step of the same
+        size for every algorithm (docs/conventions.md §8, "Step size")."""
         h = anchored_log_ratio(logp, [(1.0, rollout.anchors["ref"])])
-        return squared_regression(h[:, : self.k] - h[:, self.k :], rollout.target)
+        return self.tau**2 * squared_regression(rollout.difference(h), rollout.target)

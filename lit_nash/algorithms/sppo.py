@@ -23,6 +23,8 @@ from lit_nash.rollout import WIN_RATES, Rollout, gather, win_rate_scores
 
 class SPPO(Algorithm):
     name = "sppo"
+    iterate = "average"  # MWU: only the average iterate converges on an intransitive game
+    converges_to = "NE"
 
     def __init__(self, eta: float = 1.0, k: int = 5, logprob_reduction: str = "sum", win_rate: str = "mean"):
         super().__init__(eta)

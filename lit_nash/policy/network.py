@@ -33,6 +33,10 @@ class PolicyNetwork(Protocol):
         """log π_source(y | x) (N, m) of ``responses`` to ``prompt`` (N,); with grad for "policy" only.
         ``reduction``: "sum" over tokens, or "mean" per token (LMs; a tabular response is one action)."""
 
+    def scoring_bytes(self, prompt: Tensor, responses: Tensor) -> Tensor:
+        """(N,) estimated memory of ``response_log_probs`` with grad, forward and backward, per prompt row (what
+        ``policy.micro_batches=auto`` packs into its budget)."""
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer steps."""
 

@@ -96,6 +96,12 @@ class TabularPolicy(SnapshotMixin, nn.Module):
             log_probs = log_probs.detach()
         return log_probs[prompt.unsqueeze(-1), responses]
 
+    def scoring_bytes(self, prompt: Tensor, responses: Tensor) -> Tensor:
+        """(N,): memory of scoring each prompt row with grad: its logits' log-softmax, the gathered log-probs
+        and their gradients, K·b and m·b bytes twice over (b bytes per element)."""
+        b = torch.finfo(self.logits.dtype).bits // 8
+        return torch.full((len(prompt),), float(2 * b * (self.logits.shape[1] + responses.shape[1])))
+
     @torch.no_grad()
     def set_logits(self, value: Tensor) -> None:
         self.logits.copy_(value)

@@ -21,6 +21,7 @@ from lit_nash.preference.text import TextPreference
 
 
 class LLMJudge(TextPreference):
+    reads_both_orders = True  # each pair is asked in both orders: two queries (pref/queries)
     auto_class = "AutoModelForCausalLM"
     default_template = (
         "Prompt : {prompt}\nResponse A : {a}\nResponse B : {b}\nWhich response is better , A or B ? Answer :"

@@ -17,6 +17,7 @@ from lit_nash.preference.text import TextPreference, first_wins
 
 
 class PairwiseClassifier(TextPreference):
+    reads_both_orders = True  # each pair is asked in both orders: two queries (pref/queries)
     auto_class = "AutoModelForSequenceClassification"
     default_template = "{prompt} [SEP] {a} [SEP] {b}"
     template_fields_required = ({"a", "b"},)

@@ -29,3 +29,16 @@ def contraction(steps, values, lo=1e-11, hi=1e-3):
 def kl_curve(star, sim):
     """KL(π*_τ ‖ π_t) at the recorded steps, worst game."""
     return kl(star, sim.trajectory.exp()).amax(-1)
+
+
+def flat_grad(loss, params):
+    """∇ loss over ``params``, flattened into one vector (the graph is kept for the next one)."""
+    return torch.cat([x.flatten() for x in torch.autograd.grad(loss, params, retain_graph=True)])
+
+
+def on_policy(logp, pi):
+    """``logp`` (N, m) with the value ℓ and the gradient m·π(y)·∇ℓ: w·ℓ + (1 − w)·sg(ℓ), w = m·π(y). A loss that
+    averages over the m enumerated responses then has the gradient of Σ_y π(y)·(...): its exact expectation
+    under π, so ``policy_gradient``'s expected gradient is computed through the loss itself."""
+    w = pi.detach() * logp.shape[1]
+    return w * logp + (1 - w) * logp.detach()

@@ -59,9 +59,9 @@ def test_pairs_are_top1_vs_top2_of_the_distinct_responses_unfiltered():
     game = MatrixGame(comal_cycle().P.expand(2, 3, 3).clone(), name="comal_cycle_x2")
     samples = torch.tensor([[1, 1, 0, 0, 2], [2, 2, 2, 2, 2]])
     rollout = COMAL(pairs="top2", target="constant").rollout(FixedSamples(game, samples), torch.arange(2))
-    assert rollout.responses.tolist() == [[1, 2], [2, 2]]
-    assert rollout.weight.tolist() == [1.0, 0.0]
-    torch.testing.assert_close(rollout.p, torch.tensor([0.1, 0.5], dtype=torch.float64))
+    assert rollout.responses.tolist() == [[1, 2], [2, 2]] and rollout.pairs.tolist() == [[[0, 1]], [[0, 1]]]
+    assert rollout.weight.tolist() == [[2.0], [0.0]]  # scaled to mean 1 over the step
+    torch.testing.assert_close(rollout.p, torch.tensor([[0.1], [0.5]], dtype=torch.float64))
 
 
 def test_distinct_scores_pool_the_copies():

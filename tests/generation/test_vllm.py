@@ -41,9 +41,11 @@ GAME = token_game()
 PROMPTS = torch.arange(GAME.num_prompts)
 LORA = {"gpt2": {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"]},
         "llama": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}}
-SMALL_KV = dict(kv_cache_gib=0.0625)  # a tiny model's KV cache; several engines live in one test process
+# eager engines (start-up in seconds; the shipped default, compiled, is tested once, slow) with a tiny model's
+# KV cache: several engines live in one test process
+SMALL_KV = dict(kv_cache_gib=0.0625, enforce_eager=True)
 SMOLLM2 = Path(os.environ.get("LIT_NASH_REAL_MODELS", "/work/real_models")) / "smollm2-135m-instruct"
-INSTRUCTIONS = Path("/work/shared/real_models/instructions.jsonl")
+INSTRUCTIONS = Path(__file__).resolve().parents[2] / "data" / "instructions.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -155,22 +157,25 @@ def test_samples_have_the_hf_layout_seeds_and_log_probs(trained):
     assert not torch.equal(*unseeded)  # a seed drawn from torch's global stream
 
 
-# the default run: GPT-2 fully fine-tuned and Llama with LoRA (merged-weight pushes); the other two are slow
-CASES = [pytest.param(arch, lora, id=f"{arch}-lora{int(lora)}",
+# the default run: GPT-2 fully fine-tuned and Llama with LoRA (merged-weight pushes), eager; the other two and
+# the shipped default, compiled (torch.compile on a CPU: a minute of start-up), are slow
+CASES = [pytest.param(arch, lora, True, id=f"{arch}-lora{int(lora)}",
                       marks=[pytest.mark.slow] if (arch == "llama") != lora else [])
          for arch in ("gpt2", "llama") for lora in (False, True)]
+CASES.append(pytest.param("llama", True, False, id="llama-lora1-compiled", marks=[pytest.mark.slow]))
 
 
 @needs_vllm
-@pytest.mark.parametrize("arch,lora", CASES)
-def test_after_training_the_engine_samples_the_trained_weights(paths, arch, lora):
+@pytest.mark.parametrize("arch,lora,eager", CASES)
+def test_after_training_the_engine_samples_the_trained_weights(paths, arch, lora, eager):
     """Train a few AdamW steps, sync: vLLM's greedy outputs are the training model's (its own Hugging Face
     greedy decoding). A sync without a change pushes nothing; a change the rollout did not flag (more steps,
     no sync) is pushed by the next generate; a snapshot group samples the snapshot (the reference: the
-    starting weights, or LoRA's base model), then the policy's weights come back."""
+    starting weights, or LoRA's base model), then the policy's weights come back. Compiled engines too: a
+    push reloads the weights in place, under the compiled graph."""
     torch.manual_seed(0)
     policy = CausalLMPolicy(paths[arch], game=GAME, max_new_tokens=6, lora=LORA[arch] if lora else None)
-    generator = VLLMGenerator(policy, **SMALL_KV)
+    generator = VLLMGenerator(policy, **(SMALL_KV if eager else dict(kv_cache_gib=0.0625)))
     greedy = SamplingGroup(k=1, temperature=0.0, seed=0)
 
     def hf_greedy(source="policy"):
@@ -230,6 +235,7 @@ def test_fit_with_the_vllm_generator_through_the_cli(tmp_path):
     import mlflow
 
     out = run_cli("fit", "task=token_game", "algo=egpo", "generator=vllm", "generator.kv_cache_gib=0.0625",
+                  "generator.enforce_eager=true",
                   "trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
                   cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -241,13 +247,13 @@ def test_fit_with_the_vllm_generator_through_the_cli(tmp_path):
 
 @needs_vllm
 @pytest.mark.slow
-@pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: bash /work/shared/real_models/prepare.sh /work/real_models")
+@pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"no {SMOLLM2}: python scripts/prepare_real_models.py {SMOLLM2.parent}")
 def test_smollm2_greedy_outputs_match_after_a_step():
     """SmolLM2-135M-Instruct (Llama, chat template), fp32: after one AdamW step on its own greedy answers
     the engine's greedy continuations of 4 chat prompts equal the training model's (16 new tokens)."""
     prompts = [json.loads(line)["prompt"] for line in INSTRUCTIONS.read_text().splitlines()[:4]]
     policy = CausalLMPolicy(str(SMOLLM2), prompts=prompts, max_new_tokens=16)
-    generator = VLLMGenerator(policy, kv_cache_gib=0.25, max_model_len=1024)
+    generator = VLLMGenerator(policy, kv_cache_gib=0.25, max_model_len=1024, enforce_eager=True)
     x = torch.arange(len(prompts))
     ids, mask = policy.codec.prompt_batch(x, 1, "cpu")
 
@@ -270,3 +276,32 @@ def test_smollm2_greedy_outputs_match_after_a_step():
     second = hf_greedy()
     T = min(w.responses.shape[-1], second.shape[-1])
     assert torch.equal(w.responses[:, 0, :T], second[:, :T])
+
+
+def test_the_gap_check_runs_after_a_push_and_stops_above_its_bound(paths):
+    """``check_logprob_gap`` acts only after a push of the policy (``gap_due``), waits while no policy sample was
+    scored, and stops above the bound of the run's precision (fp32: 1e-4 per token; bf16 on either side: 0.05),
+    naming the rank, the gap and the step. No engine is started."""
+    policy = CausalLMPolicy(paths["gpt2"], game=GAME, max_new_tokens=3)
+    generator = VLLMGenerator(policy)
+    generator.check_logprob_gap(1.0)  # nothing pushed: nothing to check
+    generator.gap_due = True
+    generator.check_logprob_gap(None)  # no policy samples this step: checked at the next
+    assert generator.gap_due
+    generator.check_logprob_gap(5e-5)
+    assert not generator.gap_due
+    generator.gap_due = True
+    with pytest.raises(RuntimeError, match=r"step 3\) is above the float32 bound 0.0001 \(rank 0: 0.0002\)"):
+        generator.check_logprob_gap(2e-4, step=3)
+    for precision, gap in (("bf16-mixed", 0.02), ("bf16-true", 0.06)):
+        generator.gap_due = True
+        if gap < 0.05:
+            generator.check_logprob_gap(gap, precision=precision)
+        else:
+            with pytest.raises(RuntimeError, match="16-bit bound 0.05"):
+                generator.check_logprob_gap(gap, precision=precision)
+    assert VLLMGenerator(policy, dtype="bfloat16").gap_bound() == (0.05, "16-bit")
+    assert VLLMGenerator(policy, max_logprob_gap=0.5).gap_bound() == (0.5, "float32")
+    with pytest.raises(ValueError, match="generator.max_logprob_gap must be > 0"):
+        VLLMGenerator(policy, max_logprob_gap=0)
+    assert generator._llm is None

@@ -39,9 +39,10 @@ def exact_ipo_rollout(policy, preference, algo, opponent_log_pi):
     prompt = torch.arange(N)
     y, y2 = all_pairs(N, K)
     g = preference.win_rates(opponent_log_pi)  # P(y ≻ π_opp)
-    pair = torch.cat([y, y2], dim=1)
-    return Rollout(prompt=prompt, responses=pair, target=(g.gather(1, y) - g.gather(1, y2)) / algo.tau,
-                   anchors={"ref": policy.response_log_probs(prompt, pair, source="ref")})
+    responses = torch.arange(K).expand(N, -1)  # every action once; the pairs index them
+    return Rollout(prompt=prompt, responses=responses, pairs=torch.stack([y, y2], dim=-1),
+                   target=(g.gather(1, y) - g.gather(1, y2)) / algo.tau,
+                   anchors={"ref": policy.response_log_probs(prompt, responses, source="ref")})
 
 
 def sgd_step(policy, loss, lr):
@@ -53,24 +54,25 @@ def sgd_step(policy, loss, lr):
 
 @pytest.mark.parametrize("game", [comal_cycle(), egpo_random(num_actions=6, num_games=3, seed=2)], ids=["comal", "random"])
 def test_one_sgd_step_of_exact_online_ipo_is_an_omd_step(game):
-    """§3 target 4: one SGD step of lr on the exact Online-IPO-1 loss is OMD with ηβ = 4·lr/K."""
+    """§3 target 4: one SGD step of lr on the exact Online-IPO-1 loss is OMD with ηβ = 4·lr/K for the paper's
+    loss, so η = 4·lr·β/K for lit_nash's, which is β² times it (reward units)."""
     (policy, preference), K, lr, tau = policy_for(game), game.num_actions, 0.05, 0.1
     algo = OnlineIPO(tau=tau, k=K * K)
     new = sgd_step(policy, loss_of(algo, policy, exact_ipo_rollout(policy, preference, algo, policy.log_probs())), lr)
-    eta = 4 * lr / K / tau
+    eta = 4 * lr * tau / K
     expected = D.omd(policy.log_probs(), preference.win_rates(policy.log_probs()), eta, tau, policy.snapshot("ref"))
     torch.testing.assert_close(new, expected, rtol=0, atol=1e-8)
 
 
 def test_one_exact_egpo_iteration_is_the_extragradient_omd_step():
     """EGPO's parameter-space schedule (step, sample from the half step, restore, step) with exact
-    expectations is the two-call OMD wrapper with ηβ = 4·lr/K."""
+    expectations is the two-call OMD wrapper with η = 4·lr·β/K (the loss in reward units)."""
     game = egpo_random(num_actions=5, num_games=2, seed=4)
     (policy, preference), K, lr, tau = policy_for(game), game.num_actions, 0.1, 0.1
     algo = EGPO(tau=tau, k=K * K)
     half = sgd_step(policy, loss_of(algo._ipo, policy, exact_ipo_rollout(policy, preference, algo, policy.log_probs())), lr)
     full = sgd_step(policy, loss_of(algo._ipo, policy, exact_ipo_rollout(policy, preference, algo, half)), lr)  # again from θ_t
-    eta = 4 * lr / K / tau
+    eta = 4 * lr * tau / K
     op = lambda l, g: D.omd(l, g, eta, tau, policy.snapshot("ref"))  # noqa: E731
     expected, _ = D.two_call(op, policy.log_probs(), preference.win_rates)
     torch.testing.assert_close(full, expected, rtol=0, atol=1e-8)
@@ -97,12 +99,11 @@ def exact_pair_rollout(policy, preference, anchors):
     prompt = torch.arange(N)
     y, y2 = all_pairs(N, K)
     pi = policy.log_probs().exp()
-    pair = torch.stack([y, y2], dim=-1).reshape(N * K * K, 2)
-    rows = prompt.repeat_interleave(K * K)
-    return Rollout(prompt=rows, responses=pair, p=preference.P[rows, pair[:, 0], pair[:, 1]],
-                   weight=(pi.gather(1, y) * pi.gather(1, y2)).reshape(-1),
-                   policy_logp=policy.response_log_probs(rows, pair).detach(),
-                   anchors={source: policy.response_log_probs(rows, pair, source=source) for source in anchors})
+    responses = torch.arange(K).expand(N, -1)  # every action once; the K² pairs index them
+    return Rollout(prompt=prompt, responses=responses, pairs=torch.stack([y, y2], dim=-1),
+                   p=preference.P[prompt[:, None], y, y2], weight=pi.gather(1, y) * pi.gather(1, y2),
+                   policy_logp=policy.response_log_probs(prompt, responses).detach(),
+                   anchors={source: policy.response_log_probs(prompt, responses, source=source) for source in anchors})
 
 
 def test_inpo_loss_minimizer_is_the_omd_iterate():

@@ -18,7 +18,7 @@ import lightning as L
 import pytest
 import torch
 
-from lit_nash.algorithms import COMAL, EGPO, INPO, MMD, MNPO, MPO, SPPO, NashMD, NashMP, OnlineIPO
+from lit_nash.algorithms import ALGORITHMS, COMAL, EGPO, INPO, MMD, MNPO, MPO, SPPO, NashMD, NashMP, OnlineIPO
 from lit_nash.build import assemble
 from lit_nash.games import comal_cycle, duality_gap, regularized_duality_gap
 from lit_nash.policy import TabularPolicy
@@ -55,8 +55,10 @@ def play(algo, steps, lr, average_from=0):
 
 
 REGULARIZED = {
-    "online_ipo": (lambda: OnlineIPO(k=256), 3000, 0.01),  # its target ±1/τ per pair is noisy: many pairs, small lr
-    "egpo": (lambda: EGPO(k=256), 2000, 0.05),
+    # online IPO and EGPO: the loss is in reward units, β² = 1/100 of the paper's, so these learning rates are
+    # 0.01 and 0.05 on the paper's loss: its target ±1/τ per pair is noisy, so many pairs and a small step
+    "online_ipo": (lambda: OnlineIPO(k=256), 3000, 1.0),
+    "egpo": (lambda: EGPO(k=256), 2000, 5.0),
     "inpo": (lambda: INPO(k=16, pairs="all", target="soft"), 4000, 0.05),
     "mnpo": (lambda: MNPO(k=16, pairs="all", target="soft"), 4000, 0.05),
     "nash_md": (lambda: NashMD(eta=1.0, k=64), 3000, 0.1),
@@ -94,31 +96,60 @@ def test_sppo_average_iterate_improves_on_the_start():
     assert average.gap() < START_GAP / 2
 
 
-# -- every algorithm with its shipped defaults (issue 14.4) ------------------------------------------------
-# Only the learning rate and the step budget are the test's; every hyperparameter is the class default
-# (= conf/algo/<name>.yaml). The policy averaged over the last third of the run is compared with the target:
-# π*_τ (gap 0.0245) for the regularized methods, the NE (gap 0) for MPO and COMAL, the time average for SPPO.
-# Tolerance 0.045 on the averaged policy's gap: π*_τ's 0.0245 plus the sampling-noise floor of the small
-# default k (1 for EGPO/online IPO, 2 for MMD/MPO/Nash-MD/Nash-MP), measured on seeds 0/1/2 in
-# docs/results.md §5 (largest 0.040; EGPO's one pair per step needs lr 0.005 and 8000
-# steps: at lr 0.02 its seed 2 stays at 0.066); the start is 0.0667 and the papers' constant-target recipes of
-# INPO/MNPO/COMAL stay there (0.06-0.08, the uniform policy is their fixed point on comal_cycle).
-DEFAULT_BUDGET = {  # name: (steps, lr)
-    "comal": (4000, 0.02), "egpo": (8000, 0.005), "inpo": (4000, 0.02), "mmd": (4000, 0.02),
-    "mnpo": (4000, 0.02), "mpo": (6000, 0.05), "nash_md": (4000, 0.02), "nash_mp": (4000, 0.02),
-    "online_ipo": (4000, 0.01), "sppo": (4000, 0.02),
-}
-DEFAULT_TOLERANCE = 0.045
+# -- every algorithm as shipped, through fit (issue 22) --------------------------------------------------------
+# `fit algo=<name> rollout=sampled` on comal_cycle with the shipped config: the overrides below beyond seed and
+# steps only say where to write. The iterate each paper claims is held to its target: the *last* iterate's
+# duality gap, averaged over the last sixth of the run (the logged steps, every 10th), at most 0.03 for the
+# methods that converge to the original NE (MPO, COMAL: the NE's gap is 0; the gap grows linearly with any
+# distance from the NE, so this is a distance of about 0.015 in probability) and 0.04 for those that converge
+# to π*_τ of the uniform reference (its own gap is 0.0245, a margin of 0.0155 for the sampling noise the
+# learning rate leaves); SPPO's claim is its *average* iterate, whose gap at the end must be at most 0.03.
+# Measured on seeds 0/1/2 (docs/results.md §5): the largest is ... CI runs seed 0; seeds 1 and 2 are slow.
+SHIPPED_STEPS = 12000
+LIMIT = {"NE": 0.03, "regularized NE": 0.04}
 
 
-@pytest.mark.parametrize("name", sorted(DEFAULT_BUDGET))
-def test_shipped_defaults_reach_the_neighbourhood_of_the_target(name):
-    from lit_nash.algorithms.base import registry
+def fit_shipped(name: str, seed: int, tmp_path):
+    """The per-step duality gaps (every logged step) and the average iterate's, of ``fit`` with the shipped
+    sampled-play config."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from mlflow import MlflowClient
+    from omegaconf import open_dict
 
-    assert set(DEFAULT_BUDGET) == set(registry())  # a new algorithm needs a budget here
-    steps, lr = DEFAULT_BUDGET[name]
-    _, _, average = play(registry()[name](), steps, lr, average_from=2 * steps // 3)
-    assert average.gap() < DEFAULT_TOLERANCE
+    from lit_nash.fit import fit
+
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    overrides = [f"algo={name}", "rollout=sampled", f"seed={seed}", f"trainer.max_steps={SHIPPED_STEPS}",
+                 f"output_dir={tmp_path}", f"checkpoint.dir={tmp_path / 'checkpoints'}", f"logger.tracking_uri={store}",
+                 f"trainer.default_root_dir={tmp_path}", "trainer.enable_progress_bar=false"]
+    with initialize_config_module(config_module="lit_nash.conf", version_base="1.3"):
+        cfg = compose("fit", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # as the CLI hands it to the task function
+        fit(cfg)
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id])
+
+    def history(key):
+        return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "game/duality_gap"))
+    gaps = history("game/duality_gap")
+    window = [g for step, g in zip(steps, gaps) if step >= SHIPPED_STEPS - SHIPPED_STEPS // 6]
+    return sum(window) / len(window), history("game/avg_duality_gap")[-1]
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_shipped_sampled_play_reaches_the_claimed_target(name, seed, tmp_path):
+    algorithm = ALGORITHMS[name]
+    last, average = fit_shipped(name, seed, tmp_path)
+    if algorithm.iterate == "last":
+        assert last <= LIMIT[algorithm.converges_to], f"{name}: last iterate's gap {last:.4f} (average {average:.4f})"
+    else:
+        assert average <= LIMIT[algorithm.converges_to], f"{name}: average iterate's gap {average:.4f}"
 
 
 @pytest.mark.parametrize("pairs", ["tournament", "best_worst", "top2"])

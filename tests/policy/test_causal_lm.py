@@ -255,8 +255,41 @@ def test_fit_with_game_metrics_and_exact_resume_with_lora(paths, tmp_path):
     resumed, trainer = fit(4, ckpt=str(tmp_path / "last.ckpt"))
     assert trainer.global_step == 4 and resumed.network.snapshot_names() == ["history/0", "history/1", "ref"]
     expected = full.policy.state_dict()
-    for key, value in resumed.policy.state_dict().items():
+    for key, value in resumed.policy.state_dict().items():  # adapters, snapshots, the base model's record
+        assert torch.equal(value, expected[key]) if torch.is_tensor(value) else value == expected[key], key
+    expected = dict(full.policy.named_parameters())  # the base model too: it came from its folder, not the checkpoint
+    for key, value in resumed.policy.named_parameters():
         assert torch.equal(value, expected[key]), key
+
+
+def test_a_lora_state_dict_holds_the_adapters_and_names_the_base_model(paths, tmp_path):
+    """What a LoRA checkpoint holds (issue 23.3): no frozen base weight, every adapter and snapshot tensor, and the
+    base model's folder and content hash; it loads into a policy built on a copy of that folder, and not into one
+    built on another model."""
+    import shutil
+    from pathlib import Path
+
+    from lit_nash.policy.base_model import content_hash
+
+    policy = make(paths, lora=True)
+    train(policy, steps=2)
+    policy.refresh_snapshot("magnet")
+    state = policy.state_dict()
+    frozen = {n for n, p in policy.named_parameters() if not p.requires_grad}
+    assert frozen and not frozen & state.keys()
+    tensors = {k for k, v in state.items() if torch.is_tensor(v)}
+    assert tensors == {n for n, p in policy.named_parameters() if p.requires_grad} | {
+        k for k in state if k.startswith("snapshots.")} | {n for n, _ in policy.named_buffers() if n in state}
+    assert state["base_model._extra_state"] == {"base_model": {"path": str(Path(paths["gpt2"]).resolve()),
+                                                                "sha256": content_hash(paths["gpt2"])}}
+    shutil.copytree(paths["gpt2"], tmp_path / "moved")
+    fresh = CausalLMPolicy(str(tmp_path / "moved"), game=GAME, max_new_tokens=4, lora=LORA["gpt2"])
+    fresh.register_checkpoint(state)
+    fresh.load_state_dict(state)  # strict: the missing base weights are the folder's
+    torch.testing.assert_close(fresh.log_probs("magnet"), policy.log_probs("magnet"), atol=0, rtol=0)
+    other = make(paths, "llama", lora=True)
+    with pytest.raises(ValueError, match="belong to the base model"):
+        other.base_model.set_extra_state(state["base_model._extra_state"])
 
 
 def test_nan_weights_are_a_named_numerical_error_in_sampling_and_scoring(paths):
