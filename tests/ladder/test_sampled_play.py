@@ -141,7 +141,8 @@ def fit_shipped(name: str, seed: int, tmp_path):
     return sum(window) / len(window), history("game/avg_duality_gap")[-1]
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 12,000 steps: 2-7 minutes a run on a 2-core box; the cheap tests above cover the losses
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_shipped_sampled_play_reaches_the_claimed_target(name, seed, tmp_path):
     algorithm = ALGORITHMS[name]
