@@ -228,15 +228,16 @@ def load_tokenizer(path: str | Path, key: str, owner: str = "", trust_remote_cod
 
 
 def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "float32", owner: str = "",
-                    trust_remote_code: bool = False):
-    """``transformers.<auto_class>.from_pretrained(path)`` from safetensors only, in ``dtype``; an error names
-    the key and the fix."""
+                    trust_remote_code: bool = False, **kwargs):
+    """``transformers.<auto_class>.from_pretrained(path, **kwargs)`` from safetensors only, in ``dtype``; an
+    error names the key and the fix."""
     import transformers
 
     try:
         with quiet_transformers():
             return getattr(transformers, auto_class).from_pretrained(
-                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"))
+                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"),
+                **kwargs)
     except OSError as e:  # a tokenizer but no (safetensors) weights
         raise FileNotFoundError(f"{owner}{key} {str(path)!r}: no model could be loaded ({e}); save the model there "
                                 "with save_pretrained (safetensors)") from e

@@ -57,6 +57,7 @@ class TextPreference(L.LightningModule):
         dtype: str = "float32",
         trust_remote_code: bool = False,
         pad_token: str | None = None,
+        model_kwargs: dict | None = None,  # more from_pretrained keywords: a new head's num_labels (GPM training)
     ):
         super().__init__()
         integer("preference.batch_size", batch_size, 1)
@@ -88,7 +89,8 @@ class TextPreference(L.LightningModule):
         owner = f"{type(self).__name__}: "
         self.tokenizer = load_tokenizer(tokenizer_path, "preference.tokenizer_path", owner, trust_remote_code)
         resolve_pad_token(self.tokenizer, pad_token, "preference.pad_token", str(tokenizer_path))
-        model = load_pretrained(self.auto_class, path, "preference.path", dtype, owner, trust_remote_code)
+        model = load_pretrained(self.auto_class, path, "preference.path", dtype, owner, trust_remote_code,
+                                **(model_kwargs or {}))
         check_vocab_fits(self.tokenizer, model, f"{type(self).__name__}: preference.tokenizer_path",
                          str(tokenizer_path), str(path))
         if getattr(model.config, "pad_token_id", None) is None:
