@@ -60,7 +60,7 @@ def build_preference(node: DictConfig, game, choice: str | None = None):
         if game is None:
             raise ValueError(
                 f"preference={choice} is a game's exact oracle and there is no game; with a "
-                "prompt dataset use a preference model: preference=pairwise, bradley_terry or judge"
+                "prompt dataset use a preference model: preference=pairwise, bradley_terry, gpm or judge"
             )
         return build(game=game)
     return build()
@@ -134,6 +134,8 @@ def assemble(network, algorithm, preference, data=None, *, sampled: bool = True,
     if reads_text(preference) and not hasattr(network, "decode"):
         raise ValueError(f"the preference model ({type(preference).__name__}) judges text and the "
                          f"{type(network).__name__} policy writes none: use a language-model policy")
+    if hasattr(preference, "check_context") and hasattr(network, "prompt_text"):  # every model that reads the text
+        preference.check_context([network.prompt_text(i) for i in range(network.num_prompts)], network.max_new_tokens)
     if generator is None:
         generator = HFGenerator(network) if hasattr(network, "decode") else TabularSampler(network)
     if hasattr(generator, "check_algorithm"):  # what a generator cannot sample is refused now, not at step 1
@@ -202,11 +204,13 @@ def build_callbacks(node) -> list:
 
 def check_config(cfg: DictConfig) -> None:
     """What Hydra and Lightning would accept and then run wrongly, refused at start-up with one line: a
-    top-level key fit does not know (``+algos=egpo`` trains the default algorithm), a step count that never
-    ends or is not whole, a zero logging period, a seed numpy refuses, a prompt file that cannot be read or is
-    not UTF-8 (``fit`` and ``bench``)."""
+    top-level key fit does not know (``+algos=egpo`` trains the default algorithm), what ``lit_nash.preflight``
+    checks (values nobody gave, model folders that do not exist, ``generator=vllm`` that cannot run), a step
+    count that never ends or is not whole, a zero logging period, a seed numpy refuses, a prompt file that
+    cannot be read or is not UTF-8 (``fit`` and ``bench``)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from lit_nash.preflight import check_start
     from lit_nash.tables import check_local_file
     from lit_nash.validate import integer
 
@@ -223,10 +227,19 @@ def check_config(cfg: DictConfig) -> None:
             hint = f"; did you mean {close[0]}={value}?" if close else ""
             raise SystemExit(f"lit_nash {command}: unknown top-level key {key!r} (from {override!r}); {command}'s keys "
                              f"and groups are {', '.join(sorted(known - {'hydra', 'command'}))}{hint}")  # command: the config's own
+    check_start(cfg, command)  # values nobody gave, model folders that do not exist, a generator that cannot run
     try:
         integer("trainer.max_steps", cfg.trainer.get("max_steps"), 1, "optimizer steps; -1 would train forever")
         integer("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50), 1, "steps between logged metrics")
         integer("seed", cfg.get("seed"), 0, "numpy's range", maximum=2**32 - 1)
+        if command == "fit":
+            from lit_nash.run_summary import settings
+
+            settings(cfg)  # summary.epsilon and summary.window_fraction
+        if OmegaConf.select(cfg, "logger.system_metrics_every", default=None) is not None:
+            from lit_nash.validate import positive
+
+            positive("logger.system_metrics_every", cfg.logger.system_metrics_every)
         if OmegaConf.select(cfg, "data.path", default=None):  # a prompt file nobody can read, or not UTF-8
             check_local_file(str(cfg.data.path), "data.path")
     except (ValueError, PermissionError) as e:

@@ -37,6 +37,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lit_nash.checkpoint_integrity import looks_sharded
 from lit_nash.tracking import CONFIG_KEY, RUN_KEY, checkpoint_of_run, latest_checkpoint
 from lit_nash.validate import integer
 
@@ -360,7 +361,7 @@ def find_checkpoint(resume: str, tracking_uri: str | None, experiment: str | Non
     path = Path(resume).expanduser()
     for candidate in (path, path / LAST, path / "checkpoints" / LAST):
         restore_interrupted_swap(candidate)
-        if candidate.is_file() or is_sharded(candidate):
+        if candidate.is_file() or looks_sharded(candidate):  # an incomplete sharded folder too: the check names what is missing
             return candidate
     if path.is_dir():
         raise FileNotFoundError(f"resume={resume!r}: the folder holds no {LAST} (nor checkpoints/{LAST})")

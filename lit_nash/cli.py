@@ -24,6 +24,8 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
+from lit_nash.streams import protect_terminal
+
 COMMANDS = {
     "fit": ("lit_nash.fit", "train a policy with an NLHF algorithm (conf/fit.yaml)"),
     "train_preference": (
@@ -134,19 +136,70 @@ def settle_run_folder(error: BaseException) -> str | None:
     return "marked"
 
 
+REFUSALS = (ValueError, FileNotFoundError, PermissionError)  # what lit_nash raises for a bad input
+
+
+def refusal(error: BaseException) -> BaseException | None:
+    """The bad-input error behind ``error`` (a ``ValueError``, ``FileNotFoundError`` or ``PermissionError`` that
+    lit_nash's own code raised, also inside Hydra's instantiation error), or None: a library's error, a bug."""
+    if type(error).__name__ == "InstantiationException" and error.__cause__ is not None:
+        error = error.__cause__
+    if not isinstance(error, REFUSALS):
+        return None
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    package = str(Path(__file__).parent)
+    return error if tb is not None and tb.tb_frame.f_code.co_filename.startswith(package) else None
+
+
 @contextlib.contextmanager
 def run_folder_settled():
-    """Around a training command's run (one job of a sweep): ``settle_run_folder`` if it raises."""
+    """Around a training command's run (one job of a sweep): ``settle_run_folder`` if it raises. A bad input
+    refused before training started (by lit_nash's own checks while the run is built) ends the command with its
+    one line, not Hydra's report of a traceback (``HYDRA_FULL_ERROR=1`` keeps the traceback)."""
     global _started
     _started = False  # a sweep's jobs run one after another in one process
     try:
         yield
     except BaseException as e:
         settle_run_folder(e)
+        if not _started and (bad := refusal(e)) is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            prefix = "" if str(bad).startswith("lit_nash ") else f"lit_nash {os.environ.get(COMMAND_ENV) or 'fit'}: "
+            raise SystemExit(f"{prefix}{bad}") from None
         raise
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():  # a run continued in its folder (a sweep's job) is no longer the failed one
+        (Path(HydraConfig.get().runtime.output_dir) / FAILED).unlink(missing_ok=True)
+
+
+TRAINING = ("fit", "bench", "train_preference")  # the commands that write into a run folder
+
+
+def check_run_folder_writable(command: str, args: list[str]) -> None:
+    """A training command writes its run folder (``outputs/``, or ``multirun/`` under ``-m``, where Hydra's
+    ``hydra.run.dir`` / ``hydra.sweep.dir`` puts it) and, by default, its MLflow store into the working folder.
+    A folder it cannot write gets one line now, not Hydra's chained tracebacks."""
+    if command not in TRAINING or {"--cfg", "-c", "--info", "-i", "--hydra-help"} & set(args):
+        return
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
+    target = Path(given[-1] if given else ("multirun" if multirun else "outputs")).expanduser().absolute()
+    existing = next(p for p in [target, *target.parents] if p.exists())
+    if os.access(existing, os.W_OK | os.X_OK):
+        return
+    read_only = hasattr(os, "ST_RDONLY") and bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    why = "is on a read-only file system" if read_only else "is not writable (its permissions)"
+    print(f"lit_nash {command}: cannot create the run folder {str(target)!r}: {str(existing)!r} {why}. Run from a "
+          f"writable folder (cd <folder>), or name one with {key}=<writable folder> (and the MLflow store with "
+          "logger.tracking_uri=sqlite:///<writable folder>/mlruns.db)", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
+    protect_terminal()  # a closed pipe (| tee after Ctrl+C) never fails a run that is stopping cleanly
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["--version"], ["-V"]):
         from lit_nash import __version__
@@ -170,9 +223,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lit_nash: unknown command {command!r}\n", file=sys.stderr)
         _print_commands(sys.stderr)
         raise SystemExit(2)
+    if "LOCAL_RANK" not in os.environ and not {"--help", "-h"} & set(args):  # Lightning's re-launch: checked already
+        from lit_nash.overrides import check_dashes, check_keys
+
+        check_dashes(command, args)  # --algo=egpo: write algo=egpo
+        check_keys(command, args)  # eta=2: did you mean algo.eta=2?
+        check_run_folder_writable(command, args)
+    if command == "fit" and "LOCAL_RANK" not in os.environ:
+        from lit_nash.sweep_resume import continued_sweep_args
+
+        args = continued_sweep_args(args)  # -m resume=<sweep folder>: the stopped sweep's command, into its folder
     sys.argv = [sys.argv[0], *args]
     if "-m" in args or "--multirun" in args:  # this process launches a sweep: its workers name the same folder
         os.environ[SWEEP_FOLDER_ENV] = _new_folder_name()
     register_resolvers()
     run = importlib.import_module(COMMANDS[command][0]).main
-    run()
+    try:
+        run()
+    except KeyboardInterrupt:  # Ctrl+C outside training (building, between a sweep's jobs): one line, not a traceback
+        print(f"lit_nash {command}: stopped by SIGINT", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -11,12 +11,14 @@ entries of a policy's row rest on the same samples (common random numbers). Prin
 * per policy, the win rate against its own reference with a 95% interval (``lit_nash.evaluation``);
 * the win-rate matrix P(row ≻ column) between the policies, each entry with its interval, the diagonal ½;
 * on a game, the exact values of both and each policy's exact gaps (duality gap, regularized gap,
-  exploitability, KL to the NE), from the policies' exact distributions.
+  exploitability, KL to the NE), from the policies' exact distributions;
+* a Bradley–Terry ranking of the policies on the Elo scale with 95% intervals (``lit_nash.head_to_head``).
 
 The same numbers go to MLflow (experiment ``log_experiment``): one run for the evaluation (tag
-``command=eval``) with ``table.md`` and ``win_rate_matrix.{json,csv,png}`` as artifacts, and under it one
-child run per policy (tag ``policy=<name>``) with that policy's metrics under fixed names
-(``policy_metrics``), so the MLflow UI compares the policies in one chart per metric.
+``command=eval``) with ``table.md`` and ``win_rate_matrix.{json,csv,png,pdf}`` as artifacts and the MLflow
+tables ``head_to_head.json`` and ``ranking.json``, and under it one child run per policy (tag
+``policy=<name>``) with that policy's metrics under fixed names (``policy_metrics``), its win rate against each
+opponent among them, so the MLflow UI compares the policies in one chart per metric.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from lit_nash.plots import plot_win_rates, sample_size
+from lit_nash.head_to_head import log_tables, ranking_markdown, ranking_of
+from lit_nash.head_to_head import policy_metrics as head_to_head_metrics
+from lit_nash.heatmap import plot_win_rates, significant
+from lit_nash.plots import sample_size
 
 NO_STORE = ("lit_nash eval: no MLflow store at tracking_uri={uri}; give checkpoint paths, "
             "or point tracking_uri at the store the runs went to")
@@ -118,6 +123,8 @@ def play_out(player: Player, preference, device, prompt, n: int, batch_size: int
     from lit_nash.rollout import Rollouts
 
     policy = player.policy.to(device).eval()
+    if hasattr(preference, "check_context") and hasattr(policy, "prompt_text"):  # the judge's positions, before sampling
+        preference.check_context([policy.prompt_text(i) for i in prompt.tolist()], policy.max_new_tokens)
     rollouts = Rollouts(policy, build_generator(player.config, policy), preference)
     player.own, player.ref = [], []
     for i in range(0, prompt.shape[0], batch_size):
@@ -155,6 +162,7 @@ def _evaluate(cfg, players, preference, node, n, N, prompt, source, client, run)
         "source_experiment": source,
     }
     result.update(exact_values(players, prompt))  # on a game
+    result.update(ranking_of(result))  # Bradley–Terry/Elo with intervals
     out = Path(str(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
     markdown = report(result)
@@ -166,7 +174,7 @@ def _evaluate(cfg, players, preference, node, n, N, prompt, source, client, run)
         log_run(client, run, result, out, cfg)
     print(f"lit_nash eval: {k} policies on {N} prompts × {n} samples, judged by {result['preference']}\n")
     print(markdown)
-    print(f"\nwrote {out}/table.md and win_rate_matrix.json/.csv/.png"
+    print(f"\nwrote {out}/table.md and win_rate_matrix.json/.csv/.png/.pdf"
           + (f"; MLflow run {result['mlflow_run_id']} in experiment {cfg.log_experiment!r}" if cfg.log_experiment else ""))
     return result
 
@@ -307,6 +315,8 @@ def report(r: dict[str, Any]) -> str:
     if exact:
         lines += ["", "Exact P(row ≻ column) from the policies' distributions:", ""]
         lines += _matrix_md(names, lambda i, j: f"{r['exact_win_rate'][i][j]:.3f}")
+    if "elo" in r:
+        lines += ["", ranking_markdown(r)]
     return "\n".join(lines)
 
 
@@ -317,12 +327,13 @@ def _matrix_md(names: list[str], cell) -> list[str]:
 
 def write_files(r: dict[str, Any], out: Path) -> None:
     (out / "win_rate_matrix.json").write_text(json.dumps(r, indent=1) + "\n")
+    sig = significant(r["win_rate"], r["win_rate_ci95"])
     with open(out / "win_rate_matrix.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "column", "win_rate", "ci95"] + (["exact"] if "exact_win_rate" in r else []))
+        w.writerow(["row", "column", "win_rate", "ci95", "significant"] + (["exact"] if "exact_win_rate" in r else []))
         for i, a in enumerate(r["policies"]):
             for j, b in enumerate(r["policies"]):
-                row = [a, b, r["win_rate"][i][j], r["win_rate_ci95"][i][j]]
+                row = [a, b, r["win_rate"][i][j], r["win_rate_ci95"][i][j], bool(sig[i][j])]
                 w.writerow(row + ([r["exact_win_rate"][i][j]] if "exact_win_rate" in r else []))
     plot_win_rates(r["policies"], r["win_rate"], r["win_rate_ci95"], out / "win_rate_matrix.png",
                    f"{sample_size(r['prompts'], r['samples'])}, ± the 95% half-width", r.get("exact_win_rate"))
@@ -331,12 +342,15 @@ def write_files(r: dict[str, Any], out: Path) -> None:
 def policy_metrics(r: dict[str, Any], i: int) -> dict[str, float]:
     """Policy ``i``'s metrics under the names a training run's periodic evaluation and game metrics use:
     ``eval/win_rate_vs_ref``, its interval ``eval_ci95/win_rate_vs_ref`` with ``eval_ci95/pairs``, and on a
-    game ``eval/exact_win_rate_vs_ref`` and the exact gaps ``game/duality_gap``, ..."""
+    game ``eval/exact_win_rate_vs_ref`` and the exact gaps ``game/duality_gap``, ...; and its head-to-head
+    results (``lit_nash.head_to_head``: ``vs/<opponent>``, ``vs_ci95/<opponent>``, ``rank/elo``, ...)."""
     metrics = {"eval/win_rate_vs_ref": r["win_rate_vs_ref"][i], "eval_ci95/win_rate_vs_ref": r["win_rate_vs_ref_ci95"][i],
                "eval_ci95/pairs": r["pairs"]}
     if "exact_gaps" in r:
         metrics["eval/exact_win_rate_vs_ref"] = r["exact_win_rate_vs_ref"][i]
         metrics.update(r["exact_gaps"][i])
+    if "elo" in r:
+        metrics.update(head_to_head_metrics(r, i))
     return metrics
 
 
@@ -348,4 +362,5 @@ def log_run(client, rid: str, r: dict[str, Any], out: Path, cfg: DictConfig) -> 
     params = {"prompts": r["prompts"], "samples": r["samples"], "seed": cfg.seed, "preference": r["preference"]}
     per_policy = {name: policy_metrics(r, i) for i, name in enumerate(r["policies"])}
     tags = {name: {"policy_checkpoint": path} for name, path in zip(r["policies"], r["checkpoints"])}
+    log_tables(client, rid, r)  # head_to_head.json and ranking.json, shown as tables
     r["mlflow_policy_runs"] = log_eval_run(client, rid, params, per_policy, out, tags)

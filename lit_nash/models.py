@@ -159,13 +159,14 @@ def _save(model, tokenizer, directory: str | Path) -> Path:
 
 # -- checks shared by the policy and the text preference models (fail before training, fix in the message) --
 def check_model_dir(path: str | Path, key: str) -> None:
-    """A local model path (one that exists, is absolute, or starts with '.') must be a readable saved-model
-    directory; anything else is taken for a hub name, which ``from_pretrained`` reports itself."""
+    """A local model path (one that exists, or looks local: ``lit_nash.model_paths``) must be a readable
+    saved-model directory; anything else is taken for a hub name, which ``from_pretrained`` reports itself."""
+    from lit_nash.model_paths import missing_model
+
     p = Path(str(path)).expanduser()
     if not p.exists():
-        if p.is_absolute() or str(path).startswith("."):
-            raise FileNotFoundError(f"{key}={str(path)!r} does not exist; give a model directory saved with "
-                                    "save_pretrained, or a hub name")
+        if line := missing_model(str(path), key):
+            raise FileNotFoundError(line)
         return
     if not p.is_dir():
         raise ValueError(f"{key}={str(path)!r} is a file; give the model's directory (the one holding config.json)")
@@ -209,6 +210,37 @@ def check_vocab_fits(tokenizer, model, key: str, where: str, model_where: str) -
         )
 
 
+def context_length(config) -> int | None:
+    """The positions a model's config declares (GPT-2's n_positions, Llama's max_position_embeddings, ...);
+    None when it declares none."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_own_tokenizer(tokenizer, config, key: str, where: str, model_where: str, pad_given: bool = False) -> None:
+    """A tokenizer given apart from its model (``preference.tokenizer_path``) must be the model's own: its BOS,
+    EOS and PAD ids must be those the model's config declares. Another model's tokenizer of the same size passes
+    ``check_vocab_fits`` and makes every id mean another word. PAD is not compared when the user chose it."""
+    wrong = []
+    for name in ("bos", "eos") + (() if pad_given else ("pad",)):
+        declared = getattr(config, f"{name}_token_id", None)
+        mine = getattr(tokenizer, f"{name}_token_id", None)
+        if declared is None or mine is None:
+            continue
+        ids = list(declared) if isinstance(declared, (list, tuple)) else [declared]
+        if mine not in ids:
+            wrong.append(f"{name.upper()} is id {declared} in the model's config but {getattr(tokenizer, f'{name}_token')!r} "
+                         f"= id {mine} in the tokenizer")
+    if wrong:
+        raise ValueError(f"{key} {where!r} is not the tokenizer of the model in {model_where!r}: {'; '.join(wrong)}. "
+                         "Its ids would mean other words to the model, so the verdicts would be meaningless; use the "
+                         "model's own tokenizer (leave the key unset: the model's folder, or the folder the model was "
+                         "saved with)")
+
+
 # -- loading pretrained models: the one path for the policy and the preference models ------------------------
 def torch_dtype(name: str, key: str) -> torch.dtype:
     if name not in DTYPES:
@@ -228,15 +260,28 @@ def load_tokenizer(path: str | Path, key: str, owner: str = "", trust_remote_cod
 
 
 def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "float32", owner: str = "",
-                    trust_remote_code: bool = False):
-    """``transformers.<auto_class>.from_pretrained(path)`` from safetensors only, in ``dtype``; an error names
-    the key and the fix."""
+                    trust_remote_code: bool = False, new_weights: list[str] | None = None, **more):
+    """``transformers.<auto_class>.from_pretrained(path, **more)`` from safetensors only, in ``dtype``; an error
+    names the key and the fix. ``new_weights``, a list, receives the names of the weights the folder lacks, which
+    ``from_pretrained`` initialized at random (its own report of them is not printed: the caller judges)."""
     import transformers
+    from transformers.utils import logging as hf_logging
 
     try:
         with quiet_transformers():
-            return getattr(transformers, auto_class).from_pretrained(
-                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"))
+            cls = getattr(transformers, auto_class)
+            kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True,
+                          dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"), **more)
+            if new_weights is None:
+                return cls.from_pretrained(str(path), **kwargs)
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                model, info = cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+            finally:
+                hf_logging.set_verbosity(level)
+            new_weights.extend(sorted(info.get("missing_keys") or ()))
+            return model
     except OSError as e:  # a tokenizer but no (safetensors) weights
         raise FileNotFoundError(f"{owner}{key} {str(path)!r}: no model could be loaded ({e}); save the model there "
                                 "with save_pretrained (safetensors)") from e

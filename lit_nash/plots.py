@@ -1,26 +1,29 @@
-"""The plots of ``compare`` and ``eval``: metric curves over seeds and the win-rate heatmap (matplotlib,
-imported in the functions, headless).
+"""``compare``'s curves, drawn for a paper (matplotlib, imported in the functions, headless).
 
-Curves: each group (the runs of one row of compare's table) is drawn on its own step grid, the steps its
-seeds logged (``group_grid``), so groups that log on different steps (an algorithm that logs every
-iteration beside one that logs every optimizer step) each keep their whole curve, and a group whose seeds
-logged different steps is interpolated onto the steps they share instead of losing its curve. The y-axis
-is logarithmic where asked (compare's ``log_scale``) or where the plotted values are positive and span more
-than ``DECADES`` decades (``spans_decades``).
-
-Heatmap: P(row ≻ column) with axis titles (the policy of the row, its opponent in the column) and a titled
-colour bar, and on a game the exact matrix beside the sampled one; the policies' names lose the parts
-every name shares (``short_labels``: the game and the seed when all policies played one game with one
-seed), which go to the title instead."""
+Each group (the runs of one row of compare's table) is drawn on its own x grid, the x values its seeds logged
+(``group_grid``), so groups that log on different steps each keep their whole curve, and seeds that logged
+different x values are interpolated onto the ones they share. The line is the mean over seeds; the band is
+± one standard error of that mean by default (``band="se"``), or the lowest to the highest seed
+(``"minmax"``), or none. The legend names each group's seed count. The axes are labelled in words from
+``lit_nash.glossary`` ("duality gap (original game)" against "optimizer step"). The y-axis is logarithmic where
+asked or where the values are positive and span more than ``DECADES`` decades. Horizontal reference lines
+mark the levels the runs aim at (π*_τ's duality gap, ε). More than ``SMALL_MULTIPLES`` groups would be a
+tangle in one panel: each group then gets a panel of its own, the other groups' means in grey behind it, all
+panels on shared axes."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
+
+from lit_nash import glossary
 
 LOG_FLOOR = 1e-16  # non-positive values are clipped here on a log axis
 LINE_STYLES = ["-", "--", ":", "-."]
 DECADES = 2  # a positive quantity spanning more than this many decades gets a log y-axis
+SMALL_MULTIPLES = 5  # more groups than this: one panel per group
+BANDS = {"se": "± s.e. of the mean", "minmax": "band: lowest to highest seed", "none": ""}
 
 
 def plural(n: int, word: str) -> str:
@@ -28,25 +31,11 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def short_labels(names: list[str], sep: str = "-") -> tuple[list[str], str]:
-    """The names without the ``sep``-separated parts that every name has (``egpo-token_game-seed0``,
-    ``sppo-token_game-seed0`` → ``egpo``, ``sppo``), and those shared parts joined (``token_game-seed0``).
-    The names unchanged (and "") for a single name, or where the short ones would be empty or not unique."""
-    if len(names) < 2:
-        return list(names), ""
-    parts = [n.split(sep) for n in names]
-    shared = [p for p in dict.fromkeys(parts[0]) if all(p in q for q in parts[1:])]
-    labels = [sep.join(p for p in q if p not in shared) for q in parts]
-    if not shared or any(not label for label in labels) or len(set(labels)) < len(labels):
-        return list(names), ""
-    return labels, sep.join(shared)
-
-
-def line_styles(groups: dict[str, list[dict]], n_colors: int) -> list[tuple[int, int]]:
-    """(colour index, line-style index) per group. With several group keys and at most 4 values of the first
-    (the algorithm, say), the first key picks the line style and the others the colour, so that equal
-    settings share a colour across algorithms; otherwise colours in turn, a new style every n_colors groups."""
-    values = [runs[0].get("values", (name,)) for name, runs in groups.items()]
+def line_styles(values: list[tuple], n_colors: int) -> list[tuple[int, int]]:
+    """(colour index, line-style index) per group, from each group's values of the group keys. With several
+    keys and at most 4 values of the first (the algorithm, say), the first key picks the line style and the
+    others the colour, so that equal settings share a colour across algorithms; otherwise colours in turn, a
+    new style every n_colors groups."""
     firsts = list(dict.fromkeys(v[0] for v in values))
     rests = list(dict.fromkeys(tuple(x for x in v[1:] if x is not None) for v in values))
     if values and len(values[0]) > 1 and len(firsts) <= len(LINE_STYLES) and 1 < len(rests) <= n_colors:
@@ -54,23 +43,22 @@ def line_styles(groups: dict[str, list[dict]], n_colors: int) -> list[tuple[int,
     return [(i % n_colors, (i // n_colors) % len(LINE_STYLES)) for i in range(len(values))]
 
 
-def group_grid(histories: list[dict[int, float]]):
-    """A group's own step grid and each seed's values on it, (steps, values of shape (seeds, steps)): the
-    steps any seed logged within the range every seed covers, each seed linearly interpolated between the
-    steps it logged (exact where it logged the step; seeds that logged the same steps are not changed).
-    None where the seeds' step ranges do not overlap."""
+def group_grid(histories: list[dict[float, float]]):
+    """A group's own x grid and each seed's values on it, (xs, values of shape (seeds, len(xs))): the x values
+    any seed logged within the range every seed covers, each seed linearly interpolated between its own
+    (exact where it logged that x). None where the seeds' ranges do not overlap."""
     import numpy as np
 
     first = max(min(h) for h in histories)
     last = min(max(h) for h in histories)
-    steps = sorted({s for h in histories for s in h if first <= s <= last})
-    if not steps:
+    xs = sorted({s for h in histories for s in h if first <= s <= last})
+    if not xs:
         return None
     values = []
     for h in histories:
-        xs = sorted(h)
-        values.append(np.interp(steps, xs, [h[x] for x in xs]))
-    return np.asarray(steps), np.asarray(values, dtype=float)
+        own = sorted(h)
+        values.append(np.interp(xs, own, [h[x] for x in own]))
+    return np.asarray(xs), np.asarray(values, dtype=float)
 
 
 def spans_decades(values, decades: float = DECADES) -> bool:
@@ -82,109 +70,108 @@ def spans_decades(values, decades: float = DECADES) -> bool:
     return v.size > 1 and bool((v > 0).all()) and float(v.max() / v.min()) > 10.0 ** decades
 
 
-def curves_figure(groups: dict[str, list[dict]], metric: str, group_by: str, log: bool, title: str):
-    """The figure of ``plot_curves`` (returned open, for the caller to save and close)."""
+def band_of(values, band: str):
+    """(low, high) of the band over seeds, or None (one seed, or ``band="none"``)."""
+    import numpy as np
+
+    n = len(values)
+    if n < 2 or band == "none":
+        return None
+    if band == "minmax":
+        return values.min(axis=0), values.max(axis=0)
+    mean, se = values.mean(axis=0), values.std(axis=0, ddof=1) / math.sqrt(n)
+    return mean - se, mean + se
+
+
+def curves_figure(curves: dict[str, list[dict]], metric: str, group_by: str, log: bool, title: str, x: str = "step",
+                  band: str = "se", references: list[tuple[float, str]] | None = None, values: dict | None = None):
+    """The figure of ``plot_curves`` (returned open). ``curves``: group label → one ``{metric: [(x, y), ...]}``
+    per seed; ``values``: group label → its values of the group keys (for ``line_styles``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    many = len(groups) > 6
-    fig, ax = plt.subplots(figsize=(10, 5) if many else (7, 4.5), dpi=120)
+    if band not in BANDS:
+        raise SystemExit(f"lit_nash compare: band must be one of {list(BANDS)}, got {band!r}")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    looks = line_styles(groups, len(colors))
-    drawn = []  # (steps, mean, low, high, label, color, style, band)
-    for (name, runs), (color_index, style_index) in zip(groups.items(), looks):
-        histories = [dict(r["history"][metric]) for r in runs if metric in r["history"]]
+    looks = line_styles([(values or {}).get(name, (name,)) for name in curves], len(colors))
+    drawn = []  # (label, xs, values (seeds, xs), colour, style)
+    for (name, seeds), (color_index, style_index) in zip(curves.items(), looks):
+        histories = [dict(h[metric]) for h in seeds if metric in h]
         if not histories:
             continue
         grid = group_grid(histories)
         if grid is None:
-            warnings.warn(f"{metric}: the seeds of {name!r} logged steps that do not overlap; its curve is left out")
+            warnings.warn(f"{metric}: the seeds of {name!r} logged x values that do not overlap; its curve is left out")
             continue
-        steps, values = grid
-        drawn.append((steps, values, f"{name} (n={len(histories)})", colors[color_index], LINE_STYLES[style_index]))
-    log = log or spans_decades(np.concatenate([v.ravel() for _, v, *_ in drawn]) if drawn else [])
-    for steps, values, label, color, style in drawn:
-        if log:
-            values = np.clip(values, LOG_FLOOR, None)
-        ax.plot(steps, values.mean(axis=0), color=color, linestyle=style, label=label)
-        if len(values) > 1:
-            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15, linewidth=0)
+        xs, ys = grid
+        drawn.append((f"{name} ({plural(len(histories), 'seed')})", xs, ys, colors[color_index], LINE_STYLES[style_index]))
+    log = log or spans_decades(np.concatenate([v.ravel() for _, _, v, *_ in drawn]) if drawn else [])
     if log:
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric + (" (log scale)" if log else ""))
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        legend_title = f"{group_by}: mean over seeds, band min..max"
-        if many:
-            ax.legend(title=legend_title, fontsize="x-small", title_fontsize="small", loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-        else:
-            ax.legend(title=legend_title, fontsize="small")
+        drawn = [(name, xs, np.clip(ys, LOG_FLOOR, None), c, s) for name, xs, ys, c, s in drawn]
+    many = len(drawn) > SMALL_MULTIPLES
+    if many:
+        cols = 3 if len(drawn) > 4 else 2
+        rows = math.ceil(len(drawn) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows + 0.6), sharex=True, sharey=True,
+                                 squeeze=False, dpi=100)
+        panels = list(axes.ravel())
+        for ax in panels[len(drawn):]:
+            ax.set_visible(False)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        panels = [ax] * len(drawn) or [ax]
+    for i, (name, xs, ys, color, style) in enumerate(drawn):
+        ax = panels[i]
+        if many:  # the other groups' means in grey behind this one
+            for j, (_, xs2, ys2, *_rest) in enumerate(drawn):
+                if j != i:
+                    ax.plot(xs2, ys2.mean(axis=0), color="0.8", linewidth=0.8, zorder=1)
+            ax.set_title(name, fontsize=9)
+        ax.plot(xs, ys.mean(axis=0), color=color, linestyle=style, label=name, zorder=3)
+        low_high = band_of(ys, band)
+        if low_high is not None:
+            ax.fill_between(xs, *low_high, color=color, alpha=0.2, linewidth=0, zorder=2)
+    for ax in (panels[: len(drawn)] if many else panels[:1]):
+        shown = sorted((r for r in references or [] if not (log and r[0] <= 0)), key=lambda r: r[0])
+        for i, (level, text) in enumerate(shown):  # the lowest line's label under it, the others' above
+            ax.axhline(level, color="0.35", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1.5)
+            ax.annotate(text, xy=(1.0, level), xycoords=("axes fraction", "data"), xytext=(-3, -3 if i == 0 else 3),
+                        textcoords="offset points", ha="right", va="top" if i == 0 else "bottom", fontsize=7,
+                        color="0.25", zorder=4)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    xlabel, ylabel = glossary.label(x), glossary.label(metric) + (" (log scale)" if log else "")
+    if many:
+        fig.supxlabel(xlabel, fontsize=10)
+        fig.supylabel(ylabel, fontsize=10)
+        fig.suptitle(f"{title}\n{group_by}: mean over seeds" + (f", {BANDS[band]}" if BANDS[band] else ""), fontsize=10)
+    else:
+        ax = panels[0]
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title=f"{group_by}: mean over seeds" + (f", {BANDS[band]}" if BANDS[band] else ""), fontsize="small",
+                      title_fontsize="small")
     fig.tight_layout()
     return fig
 
 
-def plot_curves(groups: dict[str, list[dict]], metric: str, group_by: str, log: bool, path: Path, title: str) -> None:
-    """One line per group on its own step grid, a min..max band over its seeds (colours and line styles:
-    ``line_styles``); a log y-axis with ``log`` or where the values span decades; past 6 groups the legend
-    goes to the right of the axes."""
+def plot_curves(curves: dict[str, list[dict]], metric: str, group_by: str, log: bool, paths: list[Path], title: str,
+                **options) -> None:
+    """``curves_figure`` saved to each of ``paths`` (the suffix picks the format: .png, .pdf, .svg)."""
     import matplotlib.pyplot as plt
 
-    fig = curves_figure(groups, metric, group_by, log, title)
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def win_rate_figure(names: list[str], rates, ci95, title: str, exact=None):
-    """The figure of ``plot_win_rates`` (returned open, for the caller to save and close): the sampled
-    matrix, and with ``exact`` (a game's exact P(row ≻ column)) the exact one beside it, one colour bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    labels, shared = short_labels(names)
-    k = len(labels)
-    panels = [("sampled", np.asarray(rates, dtype=float), ci95)]
-    if exact is not None:
-        panels.append(("exact", np.asarray(exact, dtype=float), None))
-    longest = max(len(n) for n in labels)
-    width, height = 1.6 + 1.1 * k + 0.07 * longest, 2.4 + 0.9 * k + 0.05 * longest
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels) + 1.0, height), squeeze=False)
-    for ax, (what, M, ci) in zip(axes[0], panels):
-        im = ax.imshow(M, cmap="RdBu_r", vmin=0.0, vmax=1.0)
-        for i in range(k):
-            for j in range(k):
-                text = "½" if i == j else f"{M[i, j]:.2f}" + (f"\n±{ci[i][j]:.2f}" if ci is not None else "")
-                ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                        color="white" if abs(M[i, j] - 0.5) > 0.3 else "black")
-        ax.set_xticks(range(k), labels, rotation=35, ha="right")
-        ax.set_yticks(range(k), labels)
-        ax.set_xlabel("column: the opponent")
-        ax.set_ylabel("row: the policy")
-        ax.set_title(what if len(panels) > 1 else "", fontsize=10)
-    fig.suptitle("P(row ≻ column)" + (f", {shared}" if shared else "") + f"\n{title}", fontsize=10)
-    bar = fig.colorbar(im, ax=list(axes[0]), fraction=0.046 / len(panels), pad=0.04)
-    bar.set_label("P(row ≻ column): win rate of the row's policy")
-    return fig
-
-
-def plot_win_rates(names: list[str], rates, ci95, path: Path, title: str, exact=None) -> None:
-    """The win-rate matrix as a heatmap centred on ½, each cell annotated with its value and interval; with
-    ``exact`` (on a game), the exact matrix beside it."""
-    import matplotlib.pyplot as plt
-
-    fig = win_rate_figure(names, rates, ci95, title, exact)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig = curves_figure(curves, metric, group_by, log, title, **options)
+    for path in paths:
+        fig.savefig(path, dpi=150 if path.suffix == ".png" else None)
     plt.close(fig)
 
 
 def sample_size(prompts: int, samples: int) -> str:
-    """``1 prompt × 16 samples``: the heatmap's subtitle."""
+    """``1 prompt × 16 samples``: a heatmap's subtitle."""
     return f"{plural(prompts, 'prompt')} × {plural(samples, 'sample')}"

@@ -230,6 +230,10 @@ def prepare_store(tracking_uri: str | None, experiment: str | None, key: str, co
         store.search_experiments(max_results=1)  # creates the tables, or waits for nothing when they exist
         if experiment and store.get_experiment_by_name(experiment) is None:
             store.create_experiment(experiment)
+        if experiment:
+            from lit_nash.mlflow_views import described
+
+            described(store, experiment, command)
 
 
 class Stopped(SystemExit):
@@ -340,22 +344,29 @@ def finished_runs(client, experiment: str, filter_string: str | None, command: s
     if found is None:
         raise SystemExit(f"lit_nash {command}: no experiment {experiment!r} in {client.tracking_uri}; "
                          f"the experiments there are {experiment_names(client)}")
+    return [r for r in all_runs(client, found.experiment_id, filter_string) if r.info.status == "FINISHED"]
+
+
+def all_runs(client, experiment_id: str, filter_string: str | None) -> list:
+    """Every run of the experiment that matches the MLflow search filter, whatever its status, oldest first
+    (every page of the search)."""
     runs, token = [], None
     while True:
-        page = client.search_runs([found.experiment_id], filter_string=filter_string or "",
+        page = client.search_runs([experiment_id], filter_string=filter_string or "",
                                   order_by=["attributes.start_time ASC"], page_token=token)
-        runs += [r for r in page if r.info.status == "FINISHED"]
+        runs += list(page)
         token = page.token
         if not token:
             return runs
 
 
-def metric_history(client, run_id: str, metric: str) -> list[tuple[int, float]]:
-    """``[(step, value), ...]`` sorted by step, a step logged twice with its latest value; [] if never logged."""
+def metric_history(client, run_id: str, metric: str, with_time: bool = False) -> list[tuple]:
+    """``[(step, value), ...]`` sorted by step, a step logged twice with its latest value; [] if never logged.
+    ``with_time``: ``(step, value, timestamp in ms)``."""
     last = {}
     for p in sorted(client.get_metric_history(run_id, metric), key=lambda p: (p.step, p.timestamp)):
-        last[p.step] = p.value  # a step logged twice keeps its latest value
-    return sorted(last.items())
+        last[p.step] = (p.step, p.value, p.timestamp) if with_time else (p.step, p.value)  # the latest value wins
+    return [last[step] for step in sorted(last)]
 
 
 def start_eval_run(tracking_uri: str, experiment: str, policies: list[str], source_experiment: str | None):

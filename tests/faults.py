@@ -105,6 +105,49 @@ class FailShardedSaveAt(L.Callback):
             model_parallel._distributed_checkpoint_save = fail
 
 
+class InterruptJob(L.Callback):
+    """Ctrl+C in job ``job`` of a sweep (Hydra's job number), inside its optimizer step ``step``: the SIGINT a
+    terminal sends. Other jobs, and a resumed job (it starts after that step), are left alone."""
+
+    def __init__(self, job: int, step: int, sig: str = "SIGINT"):
+        self.job, self.step, self.sig = int(job), int(step), getattr(signal, sig)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().job.num == self.job and trainer.global_step + 1 == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+class KillDuringUpload(L.Callback):
+    """SIGKILL while the run's checkpoint is being uploaded to MLflow's local artifact store: the upload's
+    temporary file (``.artifact.uploading.*``) is written and not yet renamed into place."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        publish = LocalArtifactRepository._publish_staged_artifact
+
+        def killed(repo, temp_file_path, destination_file_path, *args, **kwargs):
+            if destination_file_path.endswith(".ckpt"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return publish(repo, temp_file_path, destination_file_path, *args, **kwargs)
+
+        LocalArtifactRepository._publish_staged_artifact = killed
+
+
+class StopAt(L.Callback):
+    """Ends training after optimizer step ``step`` the way any callback may (``trainer.should_stop``: an early
+    stopping rule, a time limit), without a signal or an error."""
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 class SkipLayerInPush(L.Callback):
     """From the start of training, the vLLM generator's weight pushes on rank ``rank`` (every rank: null) leave
     out every tensor of layer ``layer``: the engine keeps that layer's weights as they were first loaded."""

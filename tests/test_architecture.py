@@ -15,14 +15,17 @@ ROOT = Path(__file__).resolve().parents[1] / "lit_nash"
 FLOORS = {
     "lit_nash.games": 1, "lit_nash.models": 1, "lit_nash.guards": 1, "lit_nash.rng": 1,
     "lit_nash.tracking": 1, "lit_nash.mlflow_logger": 1, "lit_nash.progress": 1, "lit_nash.validate": 1, "lit_nash.tables": 1, "lit_nash.plots": 1,
+    "lit_nash.glossary": 1, "lit_nash.ranking": 1, "lit_nash.run_summary": 1, "lit_nash.run_groups": 1,
+    "lit_nash.result_table": 1, "lit_nash.heatmap": 1, "lit_nash.head_to_head": 1, "lit_nash.mlflow_views": 1,
+    "lit_nash.streams": 1, "lit_nash.model_paths": 1, "lit_nash.preflight": 1,
     "lit_nash.policy": 2, "lit_nash.generation": 2, "lit_nash.preference": 2, "lit_nash.data": 2,
     "lit_nash.rollout": 3,
     "lit_nash.algorithms": 4,
     "lit_nash.engine": 5, "lit_nash.metrics": 5, "lit_nash.evaluation": 5, "lit_nash.checkpointing": 5, "lit_nash.rollout_metrics": 5,
-    "lit_nash.sharding": 5,
+    "lit_nash.sharding": 5, "lit_nash.checkpoint_integrity": 5, "lit_nash.run_status": 5, "lit_nash.sweep_resume": 5,
     "lit_nash.build": 6,
     "lit_nash.fit": 7, "lit_nash.eval": 7, "lit_nash.bench": 7, "lit_nash.compare": 7, "lit_nash.train_preference": 7,
-    "lit_nash.cli": 7, "lit_nash.__main__": 7, "lit_nash": 7,
+    "lit_nash.cli": 7, "lit_nash.overrides": 7, "lit_nash.__main__": 7, "lit_nash": 7,
 }
 NEVER = [  # (importer prefix, imported prefix): arrows that must not exist even where the floors would allow them
     ("lit_nash.policy", "lit_nash.algorithms"), ("lit_nash.policy", "lit_nash.engine"),

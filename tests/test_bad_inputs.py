@@ -125,11 +125,14 @@ def token(*overrides: str) -> list[str]:
 # (id, command line, substrings of stderr: the key, the bad value and the fix where there is one)
 CASES = [
     # unknown keys, groups and choices (Hydra, before torch is imported)
-    ("unknown_key", ["fit", "algo.etaa=1"], ["Key 'etaa' is not in struct"]),
-    ("key_of_another_policy", ["fit", "policy.temperature=0"], ["Key 'temperature' is not in struct"]),
+    ("unknown_key", ["fit", "algo.etaa=1"], ["algo=mpo has no key 'etaa' (from 'algo.etaa=1'); did you mean algo.eta=1?"]),
+    ("key_of_another_policy", ["fit", "policy.temperature=0"],
+     ["policy=tabular has no key 'temperature'", "It is a key of policy=causal_lm"]),
     ("unknown_policy", ["fit", "policy=mlp"], ["Could not find 'policy/mlp'", "causal_lm"]),
     ("unknown_trainer", ["fit", "trainer=tpu"], ["Could not find 'trainer/tpu'", "fsdp"]),
-    ("unknown_group", ["fit", "optimizer=adam"], ["Could not override 'optimizer'"]),
+    ("unknown_group", ["fit", "optimizer=adam"],
+     ["fit has no key 'optimizer' (from 'optimizer=adam'); did you mean policy.optimizer.<key>=... (policy.optimizer's "
+      "keys: _target_, _partial_, lr"]),
     ("unknown_top_level_key", ["fit", "+algos=egpo"],  # Hydra's own suggestion for the typo algos=egpo
      ["unknown top-level key 'algos' (from '+algos=egpo')", "algo, callbacks, checkpoint", "did you mean algo=egpo?"]),
     # the run's length, logging and seed (before torch is imported)
@@ -179,9 +182,9 @@ CASES = [
      ["policy.model_path=", "nowhere' does not exist", "save_pretrained"]),
     ("policy_model_empty_dir", text("policy.model_path={empty_dir}"), ["policy.model_path=", "holds no config.json"]),
     ("judge_missing", ["fit", "preference=judge", "preference.path=/nowhere"],
-     ["LLMJudge: preference.path '/nowhere' does not exist"]),
+     ["lit_nash fit: preference.path='/nowhere' does not exist"]),
     ("pairwise_missing", text("preference.path={empty_dir}/../nowhere"),
-     ["PairwiseClassifier: preference.path", "nowhere' does not exist"]),
+     ["lit_nash fit: preference.path=", "nowhere' does not exist"]),
     ("dataset_missing", text("data.path=/nowhere/prompts.jsonl"), ["data.path='/nowhere/prompts.jsonl': no such file"]),
     ("dataset_empty", text("data.path={empty}"), ["data.path=", "empty.jsonl': the file is empty"]),
     ("dataset_malformed", text("data.path={malformed}"), ["data.path=", "malformed.jsonl': could not load it"]),

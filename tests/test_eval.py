@@ -36,8 +36,8 @@ def token_runs(tmp_path_factory):
                    "trainer.enable_progress_bar=false", "eval.every_n_steps=20", "eval.samples=2", cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{cwd}/mlruns.db")
-    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id],
-                              order_by=["attributes.start_time ASC"])
+    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id], "tags.algo != ''",
+                              order_by=["attributes.start_time ASC"])  # the jobs, not the sweep's own run
     return cwd, client, runs
 
 
@@ -123,7 +123,7 @@ def test_periodic_evaluation_does_not_change_the_training_run(tmp_path):
                    "trainer.max_steps=30", "trainer.enable_progress_bar=false", "eval.every_n_steps=0,10", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
-    off, on = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id],
+    off, on = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id], "tags.algo != ''",
                                  order_by=["attributes.start_time ASC"])
     assert "eval/win_rate_vs_ref" in on.data.metrics and "eval/win_rate_vs_ref" not in off.data.metrics
     for name in ("game/duality_gap", "train/loss"):

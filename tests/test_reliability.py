@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lit_nash.checkpointing import AtomicCheckpointIO
+from lit_nash.glossary import measures_the_machine
 from tests.cli import REPO, run_cli, run_many
 
 ENV = {"PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
@@ -51,8 +52,10 @@ def runs_of(cwd):
 
 def metrics_by_step(client, run):
     """Every metric's history as {step: value}; a resumed run logs the steps after its checkpoint again,
-    with the same values, so the last value per step is the run's record."""
-    return {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in run.data.metrics}
+    with the same values, so the last value per step is the run's record. What measures the machine (MLflow's
+    system/* samples, the wall time) is no part of the run's result."""
+    return {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)} for key in run.data.metrics
+            if not measures_the_machine(key)}
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))

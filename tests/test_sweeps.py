@@ -131,16 +131,17 @@ def test_a_narrowed_sweep_runs_every_job_into_its_experiment(tmp_path: Path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     experiment = client.get_experiment_by_name("sweep_reset_period")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], "tags.algo != ''")  # the jobs, not the sweep's own run
     assert sorted(r.data.params["algo.magnet_every"] for r in runs) == ["10", "30"]
     assert all(r.info.status == "FINISHED" and r.data.tags["algo"] == "mpo" for r in runs)
     assert [e.name for e in client.search_experiments() if e.name.startswith("lit_nash")] == []
 
 
 def test_a_sweep_ends_with_one_line_per_job_and_the_best(tmp_path: Path):
-    """``fit -m`` of 2 jobs through the CLI (issue 17): after the jobs, the terminal gets the sweep's folder,
-    one line per job (its number, the override that sets it apart, its final duality gap as MLflow has it)
-    and the best job; the terminal has no line twice and nothing but the launcher's, the runs' and these."""
+    """``fit -m`` of 2 jobs through the CLI (issue 17): after the jobs, the terminal gets the line naming the
+    sweep's MLflow run (lit_nash/sweep_run.py), the sweep's folder, one line per job (its number, the override
+    that sets it apart, its final duality gap as MLflow has it) and the best setting, one seed here (issue 26:
+    its count, no interval); the terminal has no line twice and nothing but the launcher's, the runs' and these."""
     from mlflow import MlflowClient
 
     out = run_cli("fit", "-m", "algo=mpo,comal", "trainer.max_steps=20", "trainer.enable_progress_bar=false", cwd=tmp_path)
@@ -149,16 +150,40 @@ def test_a_sweep_ends_with_one_line_per_job_and_the_best(tmp_path: Path):
     assert len(terminal) == len(set(terminal)), terminal
     (sweep,) = (tmp_path / "multirun").glob("*/*")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id], "tags.algo != ''")
     gap = {r.data.tags["algo"]: r.data.metrics["game/duality_gap"] for r in runs}
     best = min(gap, key=gap.get)
-    assert terminal[-4:] == [
+    (parent,) = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id], "tags.command = 'sweep'")
+    assert terminal[-5:] == [
+        f"lit_nash sweep: MLflow run {parent.info.run_id} (lit_nash) holds the comparison of its jobs: table, ranking "
+        f"and curves, also in {sweep / 'compare'}",
         f"lit_nash sweep: 2 jobs in {sweep}",
         f"  job 0  algo=mpo: game/duality_gap={gap['mpo']:.3g}",
         f"  job 1  algo=comal: game/duality_gap={gap['comal']:.3g}",
-        f"  best: job {['mpo', 'comal'].index(best)} (game/duality_gap={gap[best]:.3g}, the lowest of 2)",
+        f"  best: algo={best} (game/duality_gap={gap[best]:.3g}, 1 seed; the lowest mean of 2 settings)",
     ], terminal
     # the rest: Hydra's launch line, each job's "#k : overrides" line and its summary line
-    assert len(terminal) == 4 + 1 + 2 * 2, terminal
+    assert len(terminal) == 5 + 1 + 2 * 2, terminal
     assert sum("[HYDRA] \t#" in line for line in terminal) == 2
     assert sum(line.startswith("lit_nash fit: ") for line in terminal) == 2
+
+
+def test_the_sweep_summary_ranks_settings_by_their_mean_over_seeds(tmp_path: Path):
+    """Issue 26: "best: job 5" was the luckiest seed. Settings (a job's overrides but its seed) are ranked by
+    the mean over their seeds with its 95% interval, read from the jobs' folders."""
+    from lit_nash.sweep_summary import summary_lines
+
+    gaps = {("mpo", 0): 0.010, ("mpo", 1): 0.012, ("mpo", 2): 0.014, ("egpo", 0): 0.005, ("egpo", 1): 0.033, ("egpo", 2): 0.005}
+    for num, ((algo, seed), gap) in enumerate(gaps.items()):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- algo={algo}\n- seed={seed}\n")
+        (job / "fit.log").write_text(f"[x][lit_nash.fit][INFO] - lit_nash fit: {algo} on g (seed {seed}), 9 steps | "
+                                     f"game/duality_gap={gap} | MLflow run x\n")
+    lines = summary_lines(tmp_path)
+    assert lines[-4:] == [
+        "  ranked by the mean of game/duality_gap over seeds (± the 95% half-width):",
+        "    1. algo=mpo: 0.012 ± 0.005 (3 seeds)",
+        "    2. algo=egpo: 0.0143 ± 0.04 (3 seeds)  (interval overlaps the best)",
+        "  best: algo=mpo (game/duality_gap 0.012 ± 0.005 over 3 seeds; the lowest mean of 2 settings)",
+    ], lines

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lit_nash.guards import check_finite
-from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, load_tokenizer, resolve_pad_token
+from lit_nash.models import (check_model_dir, check_vocab_fits, context_length, load_pretrained, load_tokenizer,
+                             resolve_pad_token)
 from lit_nash.policy.base_model import BaseModelRef, leave_out_frozen
 from lit_nash.policy.chunked_head import CHUNK_BYTES, chunk_rows, returns_head_output, scoring_head
 from lit_nash.policy.network import SnapshotMixin
@@ -52,16 +53,6 @@ def _lora_config(lora: Any, model: nn.Module) -> dict:
     if "fan_in_fan_out" not in config:
         config["fan_in_fan_out"] = any(isinstance(m, Conv1D) for m in model.modules())
     return config
-
-
-def context_length(config: Any) -> int | None:
-    """The positions a model's config declares (GPT-2's n_positions, Llama's max_position_embeddings, ...);
-    None when it declares none."""
-    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def _disable_dropout(model: nn.Module) -> None:

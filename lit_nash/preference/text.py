@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from lit_nash.validate import integer
-from lit_nash.models import check_model_dir, check_vocab_fits, load_pretrained, load_tokenizer, resolve_pad_token, torch_dtype
+from lit_nash.models import (check_model_dir, check_own_tokenizer, check_vocab_fits, context_length, load_pretrained,
+                             load_tokenizer, resolve_pad_token, torch_dtype)
 
 
 
@@ -57,7 +58,12 @@ class TextPreference(L.LightningModule):
         dtype: str = "float32",
         trust_remote_code: bool = False,
         pad_token: str | None = None,
+        model_kwargs: dict | None = None,  # more from_pretrained keywords: a new head's num_labels (GPM training)
+        *,
+        allow_new_weights: bool = False,
     ):
+        """``allow_new_weights``: accept a model folder that lacks some weights (a base model whose head
+        ``from_pretrained`` initializes at random): only ``train_preference``, which trains that head, does."""
         super().__init__()
         integer("preference.batch_size", batch_size, 1)
         if max_length is not None and max_length < 1:
@@ -80,6 +86,7 @@ class TextPreference(L.LightningModule):
                 f"found {sorted(fields)}"
             )
         self.save_hyperparameters(logger=False)
+        self.path = path
         self.batch_size = int(batch_size)
         self.max_length = max_length
         self.use_chat_template = bool(use_chat_template)
@@ -88,9 +95,17 @@ class TextPreference(L.LightningModule):
         owner = f"{type(self).__name__}: "
         self.tokenizer = load_tokenizer(tokenizer_path, "preference.tokenizer_path", owner, trust_remote_code)
         resolve_pad_token(self.tokenizer, pad_token, "preference.pad_token", str(tokenizer_path))
-        model = load_pretrained(self.auto_class, path, "preference.path", dtype, owner, trust_remote_code)
+        new_weights: list[str] = []
+        model = load_pretrained(self.auto_class, path, "preference.path", dtype, owner, trust_remote_code, new_weights,
+                                **(model_kwargs or {}))
+        if new_weights and not allow_new_weights:
+            raise ValueError(untrained(owner, path, new_weights))
         check_vocab_fits(self.tokenizer, model, f"{type(self).__name__}: preference.tokenizer_path",
                          str(tokenizer_path), str(path))
+        if tokenizer_path.resolve() != path.resolve():  # another folder's tokenizer must still be the model's own
+            check_own_tokenizer(self.tokenizer, model.config, f"{owner}preference.tokenizer_path", str(tokenizer_path),
+                                str(path), pad_given=pad_token is not None)
+        self.positions = context_length(model.config)  # None: the config declares no limit
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         model.requires_grad_(False)
@@ -136,7 +151,42 @@ class TextPreference(L.LightningModule):
             add_special_tokens=not chat,  # a chat template carries its own specials
             return_tensors="pt",
         )
+        if self.max_length is None and self.positions is not None and enc["input_ids"].shape[1] > self.positions:
+            raise ValueError(self._too_long(enc["input_ids"].shape[1], "a comparison of this step"))
         return {k: enc[k].to(self.model_device) for k in ("input_ids", "attention_mask")}
+
+    def _too_long(self, need: int, what: str) -> str:
+        return (f"{type(self).__name__}: {what} needs {need} positions of the preference model, but the model in "
+                f"{str(self.path)!r} has {self.positions} (max_position_embeddings); set preference.max_length="
+                f"{self.positions} to keep each comparison's last {self.positions} tokens (the responses and the end "
+                "of the prompt)")
+
+    def check_context(self, prompts: Sequence[str], response_tokens: int) -> None:
+        """At start-up: every prompt, with responses of ``response_tokens`` tokens in each of the template's
+        response places, must fit the model's positions (or a position embedding is indexed past its end when
+        the first long comparison comes). A response's length is counted in the policy's tokens, one of the
+        judge's each: an estimate, so ``encode`` checks every batch too. ``max_length`` truncates to fit."""
+        if self.positions is None:
+            return
+        if self.max_length is not None:
+            if self.max_length > self.positions:
+                raise ValueError(f"{type(self).__name__}: preference.max_length={self.max_length} is beyond the "
+                                 f"{self.positions} positions of the model in {str(self.path)!r}; set it to at most "
+                                 f"{self.positions}")
+            return
+        places = set().union(*self.template_fields_required)
+        chat = self.use_chat_template and getattr(self.tokenizer, "chat_template", None)
+        longest, at = 0, 0
+        for i, prompt in enumerate(prompts):
+            text = self.render(prompt, **{name: "" for name in places})
+            n = len(self.tokenizer(text, add_special_tokens=not chat)["input_ids"])
+            if n > longest:
+                longest, at = n, i
+        need = longest + len(places) * int(response_tokens)
+        if need > self.positions:
+            shown = repr(prompts[at][:60]) + ("..." if len(prompts[at]) > 60 else "")
+            raise ValueError(self._too_long(need, f"prompt {at} ({shown}) with {len(places)} response(s) of up to "
+                                            f"policy.max_new_tokens={response_tokens} tokens"))
 
     def chunks(self, texts: Sequence[str]) -> Iterable[tuple[Sequence[str], dict[str, Tensor]]]:
         for i in range(0, len(texts), self.batch_size):
@@ -165,6 +215,16 @@ class TextPreference(L.LightningModule):
 
     def _prob(self, prompts: list[str], a: list[str], b: list[str]) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def untrained(owner: str, path: Path, new_weights: list[str]) -> str:
+    """The refusal of a preference model folder whose weights lack some the model needs (a bare encoder or base
+    LM: its classification head would be random, and the policy would train against noise)."""
+    shown = ", ".join(new_weights[:4]) + (f" and {len(new_weights) - 4} more" if len(new_weights) > 4 else "")
+    return (f"{owner}preference.path {str(path)!r} is not a trained preference model: it has no {shown}, which would "
+            f"be initialized at random (a base model, not a classifier), so its verdicts would be noise. Train one from "
+            f"it: python -m lit_nash train_preference model_path={path} data.path=<pairs.jsonl>, then give "
+            "preference.path=<its save_dir>")
 
 
 def first_wins(logits: Tensor, label: int = 0) -> Tensor:
