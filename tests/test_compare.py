@@ -8,7 +8,7 @@ from matplotlib.image import imread
 
 from .cli import run_cli, run_many
 
-METRICS = ["game/duality_gap", "game/reg_duality_gap", "game/exploitability", "game/kl_to_ne"]
+METRICS = ["game/duality_gap", "game/reg_duality_gap", "game/avg_duality_gap", "game/exploitability", "game/kl_to_ne"]
 
 
 @pytest.fixture(scope="module")
