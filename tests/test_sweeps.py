@@ -85,10 +85,14 @@ def test_sweep_names_its_experiment_and_documents_its_commands(name):
 @pytest.mark.parametrize("name", sweeps())
 def test_every_job_of_a_sweep_composes_and_instantiates(name, tracking_uri):
     """Each job's overrides compose, take effect, and build the game, the algorithm and (tabular) the policy.
-    Jobs that differ only in the seed are built once."""
+    Jobs that differ only in the seed are composed and built once (the first seed's)."""
     cfg = compose_config("fit", [f"sweep={name}"])
     built_once = set()
     for job in jobs(cfg):
+        key = tuple(o for o in job if not o.startswith("seed="))
+        if key in built_once:
+            continue
+        built_once.add(key)
         cfg = compose_config("fit", [f"sweep={name}", *job])
         choices = cfg.hydra.runtime.choices
         for override in job:
@@ -96,10 +100,6 @@ def test_every_job_of_a_sweep_composes_and_instantiates(name, tracking_uri):
             actual = choices[key] if key in choices else OmegaConf.select(cfg, key)
             assert str(actual) == value, f"sweep={name} {override}: got {actual!r}"
         assert cfg.logger.experiment_name.startswith("sweep_")
-        key = tuple(o for o in job if not o.startswith("seed="))
-        if key in built_once:
-            continue
-        built_once.add(key)
         check_targets(cfg)
         built = build_fit(cfg, tracking_uri)
         assert isinstance(built["algo"], Algorithm) and built["game"] is not None
