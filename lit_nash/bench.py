@@ -9,6 +9,9 @@ minus MLflow and checkpoints. What a benchmark adds is measurement, through Ligh
   service's ``generate``, ``preference`` and ``logprobs`` actions) and the update (Lightning's
   ``run_training_batch``: the loss forward with grad, backward and the optimizer step), each as a median
   over the same steps; what is left is ``other`` (pair selection, the schedule, metrics);
+* the preference model's passes per step (``preference_passes_per_step``: sequences through its network, counted
+  by a forward hook; a pairwise classifier reads k(k − 1) of them for k responses in all pairs, a Bradley–Terry
+  model k, a GPM k + 1; null for an exact oracle), a median over the same steps;
 * prompts/s and generated tokens/s over the whole step, and over the generation time alone (tokens up to and
   including EOS), peak memory (the process's peak RSS
   on CPU, peak allocated on CUDA), and the versions of everything that changes the figures;
@@ -72,6 +75,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     trainer = build_trainer(cfg, **quiet, profiler=timer.profiler, callbacks=[algorithm, RNGCheckpoint(cfg.seed), timer])
     parts.rollouts.profiler = timer.profiler
+    counting = count_passes(parts.preference, timer.profiler)
     trainer.fit(parts.policy, datamodule=parts.data)
     if len(timer.steps) <= spec.warmup:
         raise SystemExit(f"lit_nash bench: {len(timer.steps)} steps ran, not more than bench.warmup={spec.warmup}")
@@ -86,6 +90,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "measured_steps": len(kept),
         "median_step_s": median,
         "split_s": split,
+        "preference_passes_per_step": statistics.median(s["preference_passes"] for s in kept) if counting else None,
         "prompts_per_s": sum(s["prompts"] for s in kept) / seconds,
         "generated_tokens_per_s": sum(s["tokens"] for s in kept) / seconds,
         "generation_tokens_per_s": sum(s["tokens"] for s in kept) / max(sum(s["generate"] for s in kept), 1e-9),
@@ -156,6 +161,10 @@ def build_spec_files(cfg: DictConfig) -> None:
             cfg.preference.path = str(tiny_sequence_classifier(
                 root / "reward", words, num_labels=1, n_layer=spec.n_layer, n_embd=spec.n_embd,
                 n_head=spec.n_head, max_positions=spec.max_positions, seed=cfg.seed + 1))
+            if str(cfg.preference.get("_target_")).endswith(".GeneralPreferenceModel"):  # preference=gpm: its head on it
+                from lit_nash.preference.gpm import save_new
+
+                cfg.preference.path = str(save_new(cfg.preference.path, root / "gpm"))
         if "path" in cfg.data and cfg.data.path is None:
             rng = random.Random(cfg.seed)
             prompts = root / "prompts.jsonl"
@@ -167,6 +176,25 @@ def build_spec_files(cfg: DictConfig) -> None:
 
 
 # -- timing ----------------------------------------------------------------------------------------------
+def count_passes(preference, profiler) -> bool:
+    """Count the sequences each forward of a text preference model's network reads into the current step
+    (``preference_passes``); False for a preference without a network (an exact oracle)."""
+    import torch
+
+    model = getattr(preference, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        return False
+
+    def count(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and profiler.current is not None:
+            profiler.current["preference_passes"] += int(ids.shape[0])
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    return True
+
+
+
 class StepProfiler(Profiler):
     """Lightning's profiler interface, adding each timed action's seconds to the current step's dict."""
 
@@ -224,7 +252,7 @@ class StepTimer(L.Callback):
         self._open()
 
     def _open(self) -> None:
-        self.profiler.current = ({part: 0.0 for part in PARTS} | {"tokens": 0.0, "prompts": 0.0}
+        self.profiler.current = ({part: 0.0 for part in PARTS} | {"tokens": 0.0, "prompts": 0.0, "preference_passes": 0}
                                  | {f"{part}_flops": 0.0 for part in FLOP_PARTS})
         self.profiler.count_flops = self.count_flops and len(self.steps) < self.counted_steps
         self._start = time.perf_counter()

@@ -60,7 +60,7 @@ def build_preference(node: DictConfig, game, choice: str | None = None):
         if game is None:
             raise ValueError(
                 f"preference={choice} is a game's exact oracle and there is no game; with a "
-                "prompt dataset use a preference model: preference=pairwise, bradley_terry or judge"
+                "prompt dataset use a preference model: preference=pairwise, bradley_terry, gpm or judge"
             )
         return build(game=game)
     return build()

@@ -260,9 +260,9 @@ def load_tokenizer(path: str | Path, key: str, owner: str = "", trust_remote_cod
 
 
 def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "float32", owner: str = "",
-                    trust_remote_code: bool = False, new_weights: list[str] | None = None):
-    """``transformers.<auto_class>.from_pretrained(path)`` from safetensors only, in ``dtype``; an error names
-    the key and the fix. ``new_weights``, a list, receives the names of the weights the folder lacks, which
+                    trust_remote_code: bool = False, new_weights: list[str] | None = None, **more):
+    """``transformers.<auto_class>.from_pretrained(path, **more)`` from safetensors only, in ``dtype``; an error
+    names the key and the fix. ``new_weights``, a list, receives the names of the weights the folder lacks, which
     ``from_pretrained`` initialized at random (its own report of them is not printed: the caller judges)."""
     import transformers
     from transformers.utils import logging as hf_logging
@@ -271,7 +271,7 @@ def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "f
         with quiet_transformers():
             cls = getattr(transformers, auto_class)
             kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True,
-                          dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"))
+                          dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"), **more)
             if new_weights is None:
                 return cls.from_pretrained(str(path), **kwargs)
             level = hf_logging.get_verbosity()

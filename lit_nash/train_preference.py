@@ -1,16 +1,24 @@
-"""``python -m lit_nash train_preference``: train a pairwise preference classifier, top to bottom.
+"""``python -m lit_nash train_preference``: train a text preference model, top to bottom.
 
 The data are rows (prompt, a, b, label) with label = P(a ≻ b | prompt): 1 = a preferred, 0 = b preferred, or a
-probability in between (a soft label). The model is a ``PairwiseClassifier`` (``preference=pairwise``): its own
-template, tokenizer, ``first_label`` and ``encode`` make the training inputs, so the saved model is read at
-inference exactly as it was trained. Training minimizes the binary cross-entropy between the label and
-p(a, b) = P("first wins" | template(prompt, a, b)); with ``train.swap_augment`` every pair is also shown as
-(b, a) with label 1 − y, so the model does not learn a position bias. Evaluation calls the classifier's own
-``prob_text``, the order-averaged P(a ≻ b) = ½[p(a, b) + 1 − p(b, a)] that ``fit`` will use.
+probability in between (a soft label). The model is the one ``preference=<option>`` loads in ``fit``:
 
-Logged to MLflow: ``train/loss`` (per-order BCE), ``eval/loss`` (BCE of the order-averaged P against the
-label), ``eval/accuracy`` (P > ½ against label > ½) and ``eval/calibration_error`` (expected calibration
-error, 15 bins); ties (label = ½) have no winner and count in ``eval/loss`` only.
+* ``pairwise`` (default): a ``PairwiseClassifier``, p(a, b) = P("first wins" | template(prompt, a, b)); with
+  ``train.swap_augment`` every pair is also shown as (b, a) with label 1 − y, so the model does not learn a
+  position bias. Evaluation reads the order-averaged P(a ≻ b) = ½[p(a, b) + 1 − p(b, a)] that ``fit`` uses.
+* ``bradley_terry``: a ``BradleyTerryReward``, P(a ≻ b) = σ(r(x, a) − r(x, b)) from a 1-label model.
+* ``gpm``: a ``GeneralPreferenceModel``, P(a ≻ b) = σ(⟨R(x)·v_a, v_b⟩ / τ); a new head of ``gpm.dim`` outputs
+  (and the prompt gate's) is put on the model at ``model_path``, so any sequence-classification (or base) model
+  can start. It can fit a cyclic preference, which a Bradley–Terry model cannot.
+
+Its own template, tokenizer and ``encode`` make the training inputs, so the saved model is read at inference
+exactly as it was trained. Training minimizes the binary cross-entropy between the label and the model's P(a ≻ b)
+(``bradley_terry`` and ``gpm`` are antisymmetric, so a swapped copy adds nothing and is not made); evaluation
+calls the model's own ``prob_text``.
+
+Logged to MLflow: ``train/loss`` (BCE), ``eval/loss`` (BCE of the P that ``fit`` reads against the label),
+``eval/accuracy`` (P > ½ against label > ½) and ``eval/calibration_error`` (expected calibration error, 15 bins);
+ties (label = ½) have no winner and count in ``eval/loss`` only.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from pathlib import Path
 
 import hydra
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-DEFAULTS = {"template": None, "use_chat_template": False, "first_label": 0, "max_length": None}  # PairwiseClassifier's
+HINTED = ("template", "use_chat_template", "first_label", "max_length")  # keys the fit hint repeats where they differ
+TRAINABLE = ("pairwise", "bradley_terry", "gpm")  # preference options this command trains, by their classes below
+CLASSES = {"PairwiseClassifier": "pairwise", "BradleyTerryReward": "bradley_terry", "GeneralPreferenceModel": "gpm"}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="train_preference")
@@ -44,6 +54,10 @@ def train_preference(cfg: DictConfig) -> float:
 
     check_start(cfg, "train_preference")  # model_path and data.path given, model folders that exist
     check_store(cfg.logger.get("tracking_uri"), "logger.tracking_uri", "train_preference")
+    option = CLASSES.get(str(cfg.preference.get("_target_", "")).rsplit(".", 1)[-1])
+    if option is None:
+        raise ValueError(f"lit_nash train_preference: preference={_choice(cfg)} cannot be trained here; choose "
+                         f"preference={', '.join(TRAINABLE[:-1])} or {TRAINABLE[-1]}")
     # the pairs are read and checked before torch is imported: a bad file answers in seconds
     train_set, eval_set = load_pairs(cfg.data, seed=cfg.seed)
     if not cfg.train.swap_augment and (line := position_only(train_set, str(cfg.data.path))):
@@ -52,32 +66,33 @@ def train_preference(cfg: DictConfig) -> float:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from lit_nash.preference import PairwiseClassifier
-    from lit_nash.preference.training import PairwiseTraining
+    from lit_nash.preference import BradleyTerryReward, GeneralPreferenceModel, PairwiseClassifier
+    from lit_nash.preference.training import BradleyTerryTraining, GPMTraining, PairwiseTraining
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from lit_nash.build import build_logger
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    judge = PairwiseClassifier(
-        cfg.model_path,
-        tokenizer_path=cfg.tokenizer_path,
-        template=cfg.template,
-        use_chat_template=cfg.use_chat_template,
-        first_label=cfg.first_label,
-        batch_size=2 * cfg.train.eval_batch_size,  # an eval batch reads both orders in one forward
-        max_length=cfg.max_length,
-        trust_remote_code=cfg.trust_remote_code,
-        allow_new_weights=True,  # a base model's new classification head is what this command trains
-    )
-    module = PairwiseTraining(
-        judge, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, swap_augment=cfg.train.swap_augment
-    )
+    common = dict(tokenizer_path=cfg.tokenizer_path, template=cfg.template, use_chat_template=cfg.use_chat_template,
+                  max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
+                  allow_new_weights=True)  # a base model's new head is what this command trains
+    if option == "pairwise":  # an eval batch reads both orders in one forward
+        judge = PairwiseClassifier(cfg.model_path, first_label=cfg.first_label,
+                                   batch_size=2 * cfg.train.eval_batch_size, **common)
+        training = PairwiseTraining
+    elif option == "bradley_terry":
+        judge = BradleyTerryReward(cfg.model_path, batch_size=2 * cfg.train.eval_batch_size, **common)
+        training = BradleyTerryTraining
+    else:
+        judge = GeneralPreferenceModel(cfg.model_path, new_head=OmegaConf.to_container(cfg.gpm),
+                                       batch_size=2 * cfg.train.eval_batch_size, **common)
+        training = GPMTraining
+    module = training(judge, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, swap_augment=cfg.train.swap_augment)
     loader = dict(num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0)
     train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=False, **loader)
     eval_loader = None if eval_set is None else DataLoader(eval_set, batch_size=cfg.train.eval_batch_size, **loader)
 
-    tags = {"command": "train_preference", "model": Path(cfg.model_path).name, "data": Path(cfg.data.path).name,
+    tags = {"command": "train_preference", "preference": option, "model": Path(cfg.model_path).name, "data": Path(cfg.data.path).name,
             "seed": str(cfg.seed)}
     if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
         prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri",
@@ -86,16 +101,18 @@ def train_preference(cfg: DictConfig) -> float:
                          run_name=cfg.logger.get("run_name") or f"train_preference-{tags['model']}-seed{cfg.seed}")
     # the run exists from log_hyperparams on; a signal or an error marks it KILLED or FAILED
     with marks_run(lambda: (logger._mlflow_client, getattr(logger, "_run_id", None)), "train_preference"):
-        return _train(cfg, logger, judge, module, train_set, eval_set, train_loader, eval_loader)
+        return _train(cfg, option, logger, judge, module, train_set, eval_set, train_loader, eval_loader)
 
 
-def _train(cfg, logger, judge, module, train_set, eval_set, train_loader, eval_loader) -> float:
+def _train(cfg, option, logger, judge, module, train_set, eval_set, train_loader, eval_loader) -> float:
     import lightning as L
 
     from lit_nash.build import build_trainer
     from lit_nash.tracking import flat_params
 
     trainer: L.Trainer = build_trainer(cfg, logger=logger)
+    with open_dict(cfg):  # the option's fit config, as logged: its path is the model trained
+        cfg.preference.path = cfg.model_path
     logger.log_hyperparams(flat_params(OmegaConf.to_container(cfg, resolve=True)))
 
     start = time.perf_counter()
@@ -115,8 +132,9 @@ def _train(cfg, logger, judge, module, train_set, eval_set, train_loader, eval_l
         with quiet_transformers():  # no "Writing model shards" bar
             judge.model.save_pretrained(save_dir)  # safetensors
         judge.tokenizer.save_pretrained(save_dir)  # with the PAD the classifier chose, so inference pads the same
-        hint = ["python -m lit_nash fit preference=pairwise", f"preference.path={save_dir}"]
-        hint += [f"preference.{k}={_override(cfg[k])}" for k, v in DEFAULTS.items() if cfg[k] != v]
+        hint = [f"python -m lit_nash fit preference={option}", f"preference.path={save_dir}"]
+        # the keys where what was trained differs from what fit's preference=<option> reads by default
+        hint += [f"preference.{k}={_override(cfg[k])}" for k in HINTED if k in cfg.preference and cfg[k] != cfg.preference[k]]
         metrics = " ".join(f"{k}={v:.3g}" for k, v in sorted(final.items())) or "no eval set"
         line = (f"lit_nash train_preference: {len(train_set)} pairs ({0 if eval_set is None else len(eval_set)} eval), "
                 f"{trainer.global_step} steps in {seconds:.1f}s | {metrics}")
@@ -213,6 +231,15 @@ def check_pairs(table, where: str, data: DictConfig):
 
     table = table.select_columns(used).map(standard, batched=True, remove_columns=used)
     return table.with_format("torch", columns=["label"], output_all_columns=True)
+
+
+def _choice(cfg: DictConfig) -> str:
+    """The preference option picked on the command line (or its target outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("preference"))
+    return str(cfg.preference.get("_target_"))
 
 
 def _shell(arg: str) -> str:

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli import run_cli, run_many
 
 TINY = ["bench.spec.n_layer=1", "bench.spec.n_embd=32", "bench.spec.n_head=2", "bench.spec.prompts=16",
         "bench.spec.prompt_words=4", "bench.spec.vocab_words=60", "policy.max_new_tokens=4",
@@ -28,6 +28,7 @@ def test_bench_prints_one_json_line_with_every_field(tmp_path, algo, precision):
     assert split["generate"] > 0 and split["preference"] > 0 and split["update"] > 0
     assert result["median_step_s"] >= split["generate"]
     assert result["prompts_per_s"] > 0 and result["generated_tokens_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert result["preference_passes_per_step"] > 0  # the spec's Bradley–Terry reward model
     assert result["generation_tokens_per_s"] > result["generated_tokens_per_s"]  # over generation's seconds alone
     assert result["versions"]["torch"].startswith("2.") and result["memory"] == "max_rss"
     # the floor: the spec's GPT-2 parameters (1 layer, width 32, 64-token vocabulary) counted from the config,
@@ -57,6 +58,25 @@ def test_bench_prints_one_json_line_with_every_field(tmp_path, algo, precision):
     flops = result["flops"]
     assert flops["logprobs"] > 0 and 2.5 < flops["update"] / flops["logprobs"] < 4, flops
     assert set(result["mfu"]) == {"update", "logprobs"} and all(v > 0 for v in result["mfu"].values())
+
+
+def test_preference_passes_per_step_grow_with_samples_for_gpm_and_with_pairs_for_pairwise(tmp_path):
+    """INPO labels all k(k − 1)/2 pairs of its k = 8 samples: the pairwise classifier reads each in both orders,
+    2 prompts × 56 = 112 sequences a step; the GPM reads each distinct response once and each prompt once for
+    its gate, at most 2 × (8 + 1) = 18 (fewer when samples repeat)."""
+    tiny = [a for a in TINY if not a.startswith("bench.dynamics")] + ["bench.dynamics=null", "bench.mfu=false"]
+    for kind in ("gpm", "pairwise"):
+        (tmp_path / kind).mkdir()
+    outs = run_many(*((("bench", "algo=inpo", f"preference={kind}", *tiny), {"cwd": tmp_path / kind})
+                      for kind in ("gpm", "pairwise")))
+    passes = {}
+    for kind, done in zip(("gpm", "pairwise"), outs):
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["config"]["k"] == 8 and result["config"]["prompts_per_step"] == 2
+        passes[kind] = result["preference_passes_per_step"]
+    assert passes["pairwise"] == 2 * 8 * 7
+    assert 2 * 2 <= passes["gpm"] <= 2 * (8 + 1), passes
 
 
 def test_online_ipo_one_preference_call_equals_the_two_call_path(tmp_path):

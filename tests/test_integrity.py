@@ -21,6 +21,7 @@ import sys
 import time
 
 import mlflow
+import pytest
 import torch
 
 from lit_nash.tracking import RUN_KEY
@@ -38,7 +39,8 @@ def popen_fit(cwd, *overrides) -> subprocess.Popen:
 def runs(tmp_path, experiment: str = "lit_nash"):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     found = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([found.experiment_id], "tags.algo != ''") if found else []  # not a sweep's own run
+    found = client.search_runs([found.experiment_id]) if found else []
+    return client, [r for r in found if r.data.tags.get("command") != "sweep"]  # not a sweep's own run
 
 
 def test_two_fits_started_at_once_in_a_fresh_folder_own_their_folders_and_share_the_store(tmp_path):
@@ -150,7 +152,9 @@ def test_sigterm_marks_an_eval_run_killed_and_an_exception_marks_it_failed(tmp_p
     try:
         deadline = time.monotonic() + 120
         while not runs(tmp_path, "lit_nash_eval")[1]:  # its MLflow run exists: the matches are playing
-            assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()[1][-3000:]
+            if slow.poll() is not None or time.monotonic() > deadline:  # never wait out the oracle's 600 s
+                slow.kill()
+                pytest.fail(f"eval's MLflow run did not appear: {slow.communicate()[1][-3000:]}")
             time.sleep(0.5)
         slow.send_signal(signal.SIGTERM)
         _, err = slow.communicate(timeout=60)

@@ -58,6 +58,7 @@ class TextPreference(L.LightningModule):
         dtype: str = "float32",
         trust_remote_code: bool = False,
         pad_token: str | None = None,
+        model_kwargs: dict | None = None,  # more from_pretrained keywords: a new head's num_labels (GPM training)
         *,
         allow_new_weights: bool = False,
     ):
@@ -95,7 +96,8 @@ class TextPreference(L.LightningModule):
         self.tokenizer = load_tokenizer(tokenizer_path, "preference.tokenizer_path", owner, trust_remote_code)
         resolve_pad_token(self.tokenizer, pad_token, "preference.pad_token", str(tokenizer_path))
         new_weights: list[str] = []
-        model = load_pretrained(self.auto_class, path, "preference.path", dtype, owner, trust_remote_code, new_weights)
+        model = load_pretrained(self.auto_class, path, "preference.path", dtype, owner, trust_remote_code, new_weights,
+                                **(model_kwargs or {}))
         if new_weights and not allow_new_weights:
             raise ValueError(untrained(owner, path, new_weights))
         check_vocab_fits(self.tokenizer, model, f"{type(self).__name__}: preference.tokenizer_path",

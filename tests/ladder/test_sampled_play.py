@@ -104,7 +104,8 @@ def test_sppo_average_iterate_improves_on_the_start():
 # distance from the NE, so this is a distance of about 0.015 in probability) and 0.04 for those that converge
 # to π*_τ of the uniform reference (its own gap is 0.0245, a margin of 0.0155 for the sampling noise the
 # learning rate leaves); SPPO's claim is its *average* iterate, whose gap at the end must be at most 0.03.
-# Measured on seeds 0/1/2 (docs/results.md §5): the largest is ... CI runs seed 0; seeds 1 and 2 are slow.
+# Measured on seeds 0/1/2 (docs/results.md §5): the largest last-iterate figures are COMAL's 0.0134 (NE) and
+# Nash-MP's 0.0296 (π*_τ), SPPO's largest average 0.0245.
 SHIPPED_STEPS = 12000
 LIMIT = {"NE": 0.03, "regularized NE": 0.04}
 
@@ -141,7 +142,8 @@ def fit_shipped(name: str, seed: int, tmp_path):
     return sum(window) / len(window), history("game/avg_duality_gap")[-1]
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 12,000 steps: 2-7 minutes a run on a 2-core box; the cheap tests above cover the losses
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_shipped_sampled_play_reaches_the_claimed_target(name, seed, tmp_path):
     algorithm = ALGORITHMS[name]
