@@ -78,8 +78,12 @@ def test_sweep_names_its_experiment_and_documents_its_commands(name):
     assert (SWEEPS / f"{name}.yaml").read_text().startswith("# @package _global_\n")
     assert f"python -m lit_nash fit -m sweep={name}" in text
     assert f"python -m lit_nash compare experiment={experiment}" in text
-    runs = re.search(r"= (\d+) runs", text)  # the header's count of jobs is the sweep's
-    assert runs and int(runs.group(1)) == len(jobs(cfg)), f"sweeps/{name}.yaml: header says {runs and runs.group(0)}"
+    # the header's count of jobs is the sweep's; a sweep of every algorithm (glob(*)) counts its runs per
+    # algorithm, so that an algorithm added later joins it without an edit
+    runs = re.search(r"= (\d+) runs", text) or re.search(r"(\d+) runs per algorithm", text)
+    per = len(ALGORITHMS) if runs and runs.group(0).endswith("per algorithm") else 1
+    assert per == 1 or cfg.hydra.sweeper.params.algo == "glob(*)", f"sweeps/{name}.yaml: runs per algorithm without algo: glob(*)"
+    assert runs and int(runs.group(1)) * per == len(jobs(cfg)), f"sweeps/{name}.yaml: header says {runs and runs.group(0)}"
 
 
 @pytest.mark.parametrize("name", sweeps())
