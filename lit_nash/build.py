@@ -148,7 +148,7 @@ def assemble(network, algorithm, preference, data=None, *, sampled: bool = True,
         if not hasattr(preference, "win_rates") or not hasattr(network, "logits"):
             raise ValueError("rollout=exact plays a tabular policy against a game's exact oracle; "
                              "use rollout=sampled for a language model")
-        data.attach(algorithm, win_rates=preference.win_rates)
+        data.attach(algorithm, rollouts=rollouts, exact=True)
     metrics = GameMetrics(game.P, tau=metrics_tau) if game is not None else None
     if evaluation is not None:
         evaluation.attach(rollouts)

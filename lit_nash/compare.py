@@ -18,6 +18,11 @@ FINISHED short of ``trainer.max_steps``) are listed apart with their last step. 
   panel per group when there are more than five;
 * ``win_rate_matrix.png``/``.pdf``: the latest ``eval`` of this experiment's runs, redrawn
   (``lit_nash.heatmap``).
+
+With ``mode=benchmark`` it writes the NLHF benchmark instead (``benchmark``, ``lit_nash.benchmark_table``): per
+algorithm × game × play mode, the optimizer steps, preference queries and seconds until the gap to the
+algorithm's own target first stays below ε, for the last and the average iterate, and the gaps against
+preference queries.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from lit_nash.run_groups import group_keys, group_of, grouped, header, load, tra
 NO_STORE = ("lit_nash compare: no MLflow store at tracking_uri={uri} (no file {db}); "
             "run `python -m lit_nash fit` here first, or point tracking_uri at the store")
 FORMATS = ("png", "pdf", "svg")
+MODES = ("metrics", "benchmark")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lit_nash.conf", config_name="compare")
@@ -59,6 +65,11 @@ def compare(cfg: DictConfig, quiet: bool = False) -> dict[str, Path]:
         raise SystemExit(f"lit_nash compare: no experiment {str(cfg.experiment)!r} in {client.tracking_uri}; "
                          f"the experiments there are {tracking.experiment_names(client)}")
     mlflow_runs = training_runs(tracking.all_runs(client, found.experiment_id, cfg.filter))
+    mode = str(cfg.get("mode") or "metrics")
+    if mode not in MODES:
+        raise SystemExit(f"lit_nash compare: mode must be one of {list(MODES)}, got {mode!r}")
+    if mode == "benchmark":
+        return benchmark(cfg, client, mlflow_runs, formats, say)
     metrics = chosen_metrics(mlflow_runs, list(cfg.metrics), say)
     if x not in ("step", "time") and not any(x in r.data.metrics for r in mlflow_runs):
         logged = sorted({m for r in mlflow_runs for m in r.data.metrics})
@@ -103,6 +114,43 @@ def compare(cfg: DictConfig, quiet: bool = False) -> dict[str, Path]:
     say(markdown)
     if "ranking.md" in written:
         say("\n" + (out / "ranking.md").read_text().rstrip("\n"))
+    say(f"\nwrote to {out}:")
+    for name in written:
+        say(f"  {name}")
+    return written
+
+
+def benchmark(cfg: DictConfig, client, mlflow_runs: list, formats: list[str], say) -> dict[str, Path]:
+    """``mode=benchmark``: the NLHF benchmark's table (``benchmark.md``, ``benchmark.csv``, one row per algorithm
+    and task; ``benchmark_runs.csv``, one per run) and its figure, each algorithm's gap to its own target against
+    its preference queries (``benchmark_queries.<format>``), from the complete runs on a game
+    (``lit_nash.benchmark_table``)."""
+    from omegaconf import OmegaConf
+
+    from lit_nash import benchmark_table as bt
+    from lit_nash.algorithms import ALGORITHMS
+    from lit_nash.plots import benchmark_figure, save
+
+    runs = load(client, [r for r in mlflow_runs if r.data.tags.get("game")], ["algo"], bt.METRICS, bt.QUERIES)
+    complete = [r for r in runs if r.complete]
+    if not complete:
+        raise SystemExit(f"lit_nash compare: mode=benchmark: no finished run on a game in experiment {cfg.experiment!r}"
+                         f" with filter={cfg.filter!r} ({len(runs)} incomplete); the benchmark measures exact gaps")
+    groups, notes = grouped(complete, ["algo"])
+    epsilons = OmegaConf.to_container(cfg.benchmark.epsilon, resolve=True)
+    rows, left_out = bt.rows(groups, epsilons, {name: a.converges_to for name, a in ALGORITHMS.items()})
+    for note in notes + left_out + ([f"{len(runs) - len(complete)} incomplete run(s) left out"] if len(runs) > len(complete) else []):
+        say(f"lit_nash compare: {note}")
+    out = Path(str(cfg.out))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.md").write_text(bt.to_markdown(rows) + "\n")
+    written = {"benchmark.md": out / "benchmark.md", "benchmark.csv": bt.write_csv(rows, out / "benchmark.csv"),
+               "benchmark_runs.csv": bt.write_runs_csv(rows, out / "benchmark_runs.csv")}
+    paths = [out / f"benchmark_queries.{f}" for f in formats]
+    save(benchmark_figure(bt.panels(rows), f"NLHF benchmark: {cfg.experiment}"), paths)
+    written.update({p.name: p for p in paths})
+    say(f"lit_nash compare: the NLHF benchmark of {len(complete)} finished runs of experiment {cfg.experiment!r}\n")
+    say((out / "benchmark.md").read_text().rstrip("\n"))
     say(f"\nwrote to {out}:")
     for name in written:
         say(f"  {name}")

@@ -297,17 +297,20 @@ class RolloutDataModule(L.LightningDataModule):
         self.plays_per_prompt = integer("rollout.plays_per_prompt", plays_per_prompt, 1, "plays of each prompt per step")
         self.num_prompts, self.seed, self.prompts = num_prompts, seed, prompts
         self.prompts_per_step = None if prompts_per_step is None else int(prompts_per_step)
-        self.algorithm = self.rollouts = self.win_rates = None
+        self.algorithm = self.rollouts = None
+        self.exact = False  # exact play: the algorithm's closed-form step through the rollout service's exact win rates
         self.round: Rollout | None = None  # the current round's rollout (iterative mode)
         self._placed = False
 
-    def attach(self, algorithm, rollouts: Rollouts | None = None, win_rates: Callable | None = None) -> None:
-        """What makes a batch: sampled play's ``Rollouts`` service, or exact play's exact oracle ``win_rates``."""
-        self.algorithm, self.rollouts, self.win_rates = algorithm, rollouts, win_rates
+    def attach(self, algorithm, rollouts: Rollouts | None = None, exact: bool = False) -> None:
+        """What makes a batch: the ``Rollouts`` service, which samples and labels (sampled play) or, with
+        ``exact``, answers the exact win rates the algorithm's closed-form step reads (``Rollouts.win_rates``);
+        both count their preference queries."""
+        self.algorithm, self.rollouts, self.exact = algorithm, rollouts, bool(exact)
 
     @property
     def sampled(self) -> bool:
-        return self.rollouts is not None
+        return self.rollouts is not None and not self.exact
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -329,8 +332,11 @@ class RolloutDataModule(L.LightningDataModule):
             return batch
         module = trainer.lightning_module
         with in_step(module), trainer.profiler.profile("rollout"):
-            if not self.sampled:
-                target = self.algorithm.exact_step(module.network, self.win_rates)
+            if self.exact:  # every process takes the same whole step: its queries are counted once, not summed
+                module.rollouts = self.rollouts
+                with self.rollouts.counting() as new:
+                    target = self.algorithm.exact_step(module.network, self.rollouts.win_rates)
+                self.rollouts.count(new)
                 return ExactTarget(check_finite(target, "policy update"))
             if not self._placed:  # the preference model runs where the policy runs, unless pinned elsewhere
                 if isinstance(self.rollouts.preference, torch.nn.Module):
@@ -350,7 +356,7 @@ class RolloutDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """The run's counters (``pref/queries``, ``gen/tokens``) and the current round's rollout, so that a
         resume mid-round trains on it and the counters go on from where they were."""
-        state = {"counts": dict(self.rollouts.counts)} if self.sampled else {}
+        state = {"counts": dict(self.rollouts.counts)} if self.rollouts is not None else {}
         if self.round is not None and self.epochs_per_round > 1:
             state["round"] = self.round.to_state()
         return state
@@ -358,7 +364,7 @@ class RolloutDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "round" in state_dict:
             self.round = Rollout.from_state(state_dict["round"])
-        if "counts" in state_dict and self.sampled:
+        if "counts" in state_dict and self.rollouts is not None:
             self.rollouts.counts.update(state_dict["counts"])
 
 

@@ -81,7 +81,9 @@ def fit(cfg: DictConfig) -> float | None:
     task = (choices.get("game") or game.name) if game is not None else Path(str(cfg.data.path)).stem
     tags = {"algo": algorithm.name, "game" if game is not None else "data": task, "seed": str(cfg.seed),
             "task": choices.get("task") or "none", "rollout": str(cfg.rollout.mode), "iterate": algorithm.iterate,
-            **_sweep_tags(choices)}
+            "target": algorithm.converges_to, **_sweep_tags(choices)}
+    if game is not None:  # the game's size: runs of different sizes are different tasks (compare, the benchmark)
+        tags["responses"] = str(getattr(game, "num_responses", None) or game.P.shape[-1])
     tags.update(parent_tags(cfg))  # a sweep's job: nested under the sweep's MLflow run (lit_nash.sweep_run)
     if rank_zero_only.rank == 0:  # runs starting at once create a new sqlite store one at a time
         prepare_store(cfg.logger.get("tracking_uri"), cfg.logger.get("experiment_name"), "logger.tracking_uri", "fit")

@@ -164,14 +164,66 @@ def curves_figure(curves: dict[str, list[dict]], metric: str, group_by: str, log
 def plot_curves(curves: dict[str, list[dict]], metric: str, group_by: str, log: bool, paths: list[Path], title: str,
                 **options) -> None:
     """``curves_figure`` saved to each of ``paths`` (the suffix picks the format: .png, .pdf, .svg)."""
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(curves, metric, group_by, log, title, **options)
-    for path in paths:
-        fig.savefig(path, dpi=150 if path.suffix == ".png" else None)
-    plt.close(fig)
+    save(curves_figure(curves, metric, group_by, log, title, **options), paths)
 
 
 def sample_size(prompts: int, samples: int) -> str:
     """``1 prompt × 16 samples``: a heatmap's subtitle."""
     return f"{plural(prompts, 'prompt')} × {plural(samples, 'sample')}"
+
+
+def benchmark_figure(panels: dict[str, dict], title: str):
+    """The NLHF benchmark's figure (returned open): a row of panels per task, a column per iterate (last,
+    average), each algorithm's gap to its own target against its preference queries, both axes logarithmic,
+    the mean over seeds with a ± s.e. band; a thick line where the algorithm's paper claims that iterate;
+    dashed lines at ε. One colour per algorithm across panels. ``panels``: ``benchmark_table.panels``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    algos = sorted({a for p in panels.values() for curves in p["curves"].values() for a in curves})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    look = {a: (colors[i % len(colors)], LINE_STYLES[(i // len(colors)) % len(LINE_STYLES)]) for i, a in enumerate(algos)}
+    iterates = list(next(iter(panels.values()))["curves"]) if panels else ["last"]
+    fig, axes = plt.subplots(max(1, len(panels)), len(iterates), figsize=(5.2 * len(iterates) + 1.4, 2.9 * max(1, len(panels)) + 0.9),
+                             squeeze=False, dpi=100)
+    for (task, panel), row in zip(panels.items(), axes):
+        for iterate, ax in zip(iterates, row):
+            for algo, (claimed, seeds) in panel["curves"][iterate].items():
+                grid = group_grid(seeds)
+                if grid is None:
+                    continue
+                xs, ys = grid
+                ys = np.clip(ys, LOG_FLOOR, None)
+                color, style = look[algo]
+                ax.plot(xs, ys.mean(axis=0), color=color, linestyle=style, linewidth=2.2 if claimed else 1.0, zorder=3)
+                low_high = band_of(ys, "se")
+                if low_high is not None:
+                    ax.fill_between(xs, *low_high, color=color, alpha=0.15, linewidth=0, zorder=2)
+            for name, eps in sorted(panel["epsilon"].items()):
+                ax.axhline(eps, color="0.35", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1.5)
+                ax.annotate(f"ε = {eps:g} ({name})", xy=(1.0, eps), xycoords=("axes fraction", "data"), xytext=(-3, 3),
+                            textcoords="offset points", ha="right", va="bottom", fontsize=7, color="0.25")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, alpha=0.3)
+            ax.set_title(f"{task}: {iterate} iterate", fontsize=9)
+    fig.supxlabel(glossary.label("pref/queries") + " (log scale)", fontsize=10)
+    fig.supylabel("gap to the algorithm's target: NE gap or reg. gap (log scale)", fontsize=10)
+    handles = [plt.Line2D([], [], color=look[a][0], linestyle=look[a][1]) for a in algos]
+    width = 5.2 * len(iterates) + 1.4
+    fig.legend(handles, algos, loc="center right", fontsize=8, frameon=False, title="algo", title_fontsize=8)
+    fig.suptitle(f"{title}\nmean over seeds ± s.e.; thick: the iterate the algorithm's paper claims", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 1.3 / width, 1))
+    return fig
+
+
+def save(fig, paths: list[Path]) -> None:
+    """Write ``fig`` to each of ``paths`` (the suffix picks the format) and close it."""
+    import matplotlib.pyplot as plt
+
+    for path in paths:
+        fig.savefig(path, dpi=150 if path.suffix == ".png" else None)
+    plt.close(fig)

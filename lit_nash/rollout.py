@@ -29,9 +29,10 @@ from lit_nash.guards import NumericalError
 
 PAIR_SELECTIONS = ("best_worst", "top2", "tournament")
 COUNTERS = ("pref/queries", "gen/tokens")
-"""What a run's training rollouts cost, counted cumulatively: pairs labeled by the preference model (each pair
-twice for a model that reads both orders, ``reads_both_orders``) and tokens generated (a response's tokens up
-to and including its first EOS; an action counts one)."""
+"""What a run's training costs, counted cumulatively: pairs labeled by the preference model (each pair twice
+for a model that reads both orders, ``reads_both_orders``; in exact play, K(K − 1)/2 per prompt for each
+evaluation of the exact win rates, ``Rollouts.win_rates``) and tokens generated (a response's tokens up to and
+including its first EOS; an action counts one; none in exact play)."""
 
 
 @dataclass
@@ -271,6 +272,16 @@ class Rollouts:
         if responses.dim() < 3:
             return responses.numel()
         return int(self.network.response_mask(responses.reshape(-1, responses.shape[-1])).sum())
+
+    def win_rates(self, log_pi: Tensor) -> Tensor:
+        """Exact play's oracle: P(y ≻ π) for every response y of every prompt, (prompts, K), from the exact
+        preference model. P·π reads each pair's probability once (P(y' ≻ y) = 1 − P(y ≻ y'), the diagonal is ½):
+        K(K − 1)/2 preference queries per prompt per call, counted like sampled play's labels."""
+        if self.new is not None:
+            K = log_pi.shape[-1]
+            self.new["pref/queries"] += log_pi.shape[:-1].numel() * K * (K - 1) // 2
+        with self.profiler.profile("preference"):
+            return self.preference.win_rates(log_pi)
 
     @torch.no_grad()
     def label(self, prompt: Tensor, a: Tensor, b: Tensor) -> Tensor:

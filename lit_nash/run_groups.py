@@ -99,16 +99,18 @@ def natural(value):
 
 
 def task_identity(run) -> tuple:
-    """What a run is a run of: its game or prompt dataset, its rollout mode and its length in optimizer steps.
-    Runs that differ in any are not seeds of one experiment."""
+    """What a run is a run of: its game or prompt dataset, its rollout mode, its length in optimizer steps and
+    the game's size (the tag ``responses``: token games of 4 and 16 words are both ``token_game``). Runs that
+    differ in any are not seeds of one experiment."""
     tags, params = run.data.tags, run.data.params
     return (tags.get("game") or tags.get("data"), tags.get("rollout") or params.get("rollout.mode"),
-            params.get("trainer.max_steps"))
+            params.get("trainer.max_steps"), tags.get("responses"))
 
 
 def describe_task(task: tuple) -> str:
-    what, mode, steps = task
-    return ", ".join([what or "?", mode or "?", f"{steps} steps" if steps else "? steps"])
+    what, mode, steps, responses = task
+    what = (what or "?") + (f" ({responses} responses)" if responses else "")
+    return ", ".join([what, mode or "?", f"{steps} steps" if steps else "? steps"])
 
 
 def on_x(run: Run, x: str) -> dict[str, list[tuple[float, float]]]:

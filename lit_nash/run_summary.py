@@ -61,6 +61,21 @@ def stays_below(points: list[tuple], epsilon: float):
     return found
 
 
+def crossing(points: list[tuple], epsilon: float, queries: list[tuple] | None = None) -> dict[str, float] | None:
+    """What it cost until a gap's history (step, value, timestamp ms) first stays at most ε to the end: the
+    optimizer ``steps`` (a point at step s is logged after s + 1 of them), the preference ``queries`` by then
+    (interpolated in ``queries``' history, where given and covering that step) and the ``seconds`` since the
+    gap's first logged point. None if its last value is above ε."""
+    reached = stays_below(points, epsilon)
+    if reached is None:
+        return None
+    out = {"steps": reached[0] + 1, "seconds": (reached[2] - points[0][2]) / 1000.0}
+    asked = value_at(queries or [], reached[0])
+    if asked is not None:
+        out["queries"] = asked
+    return out
+
+
 def value_at(points: list[tuple], step: int) -> float | None:
     """A metric's value at ``step``, linear between its logged steps; None outside them."""
     import numpy as np
@@ -90,18 +105,14 @@ def summarize(history: dict[str, list[tuple]], epsilon: float, window: float, se
             "regularized NE" if reg and metrics[g.REG_GAP_WINDOW] <= epsilon else "none")
         if complete:
             tags.update(converged=str(to != "none").lower(), converged_to=to)
-        points = reg if to == "regularized NE" else gap
-        reached = stays_below(points, epsilon)
+        reached = crossing(reg if to == "regularized NE" else gap, epsilon, history.get("pref/queries"))
         if reached is not None:
-            step = reached[0]
-            metrics[g.STEPS_TO_EPS] = step + 1
-            metrics[g.SECONDS_TO_EPS] = (reached[2] - points[0][2]) / 1000.0
-            queries = value_at(history.get("pref/queries") or [], step)
-            if queries is not None:
-                metrics[g.QUERIES_TO_EPS] = queries
-        average = stays_below(history.get("game/avg_duality_gap") or [], epsilon)
+            metrics[g.STEPS_TO_EPS], metrics[g.SECONDS_TO_EPS] = reached["steps"], reached["seconds"]
+            if "queries" in reached:
+                metrics[g.QUERIES_TO_EPS] = reached["queries"]
+        average = crossing(history.get("game/avg_duality_gap") or [], epsilon)
         if average is not None:
-            metrics[g.AVG_STEPS_TO_EPS] = average[0] + 1
+            metrics[g.AVG_STEPS_TO_EPS] = average["steps"]
     elif history.get("train/loss"):
         loss = history["train/loss"]
         metrics[g.LOSS], metrics[g.LOSS_WINDOW] = loss[-1][1], window_mean(loss, window)

@@ -16,7 +16,7 @@ FLOORS = {
     "lit_nash.games": 1, "lit_nash.models": 1, "lit_nash.guards": 1, "lit_nash.rng": 1,
     "lit_nash.tracking": 1, "lit_nash.mlflow_logger": 1, "lit_nash.progress": 1, "lit_nash.validate": 1, "lit_nash.tables": 1, "lit_nash.plots": 1,
     "lit_nash.glossary": 1, "lit_nash.ranking": 1, "lit_nash.run_summary": 1, "lit_nash.run_groups": 1,
-    "lit_nash.result_table": 1, "lit_nash.heatmap": 1, "lit_nash.head_to_head": 1, "lit_nash.mlflow_views": 1,
+    "lit_nash.result_table": 1, "lit_nash.benchmark_table": 1, "lit_nash.heatmap": 1, "lit_nash.head_to_head": 1, "lit_nash.mlflow_views": 1,
     "lit_nash.streams": 1, "lit_nash.model_paths": 1, "lit_nash.preflight": 1,
     "lit_nash.policy": 2, "lit_nash.generation": 2, "lit_nash.preference": 2, "lit_nash.data": 2,
     "lit_nash.rollout": 3,

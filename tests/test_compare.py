@@ -185,15 +185,15 @@ def test_compare_never_averages_different_tasks_and_counts_each_seed_once(tmp_pa
         assert out.returncode == 0, out.stderr[-3000:]
     out = run_cli("compare", f"out={tmp_path / 'cmp'}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "the runs are of 3 different tasks (comal_cycle, exact, 5 steps; comal_cycle, exact, 10 steps; " \
-           "weighted_rps, exact, 10 steps): each group is split by task" in out.stdout
+    assert "the runs are of 3 different tasks (comal_cycle (3 responses), exact, 5 steps; comal_cycle (3 responses), " \
+           "exact, 10 steps; weighted_rps (3 responses), exact, 10 steps): each group is split by task" in out.stdout
     assert "1 run(s) repeat a seed of their group; each seed counts once" in out.stdout
     with open(tmp_path / "cmp" / "table.csv", newline="") as f:
         rows = {row["group"]: row for row in csv.DictReader(f)}
     assert {k: (v["n_seeds"], v["seeds"]) for k, v in rows.items()} == {
-        "mpo [comal_cycle, exact, 10 steps]": ("2", "0 1"),  # seed 0 twice: the rerun replaces the first
-        "mpo [comal_cycle, exact, 5 steps]": ("1", "0"),
-        "mpo [weighted_rps, exact, 10 steps]": ("2", "0 1"),
+        "mpo [comal_cycle (3 responses), exact, 10 steps]": ("2", "0 1"),  # seed 0 twice: the rerun replaces the first
+        "mpo [comal_cycle (3 responses), exact, 5 steps]": ("1", "0"),
+        "mpo [weighted_rps (3 responses), exact, 10 steps]": ("2", "0 1"),
     }
 
 

@@ -118,3 +118,27 @@ def test_a_resumed_run_continues_the_counters(tmp_path):
     for key in COUNTERS:
         assert history(resumed, key) == uninterrupted[key][3:], key
     assert run.rollouts.counts == {k: int(uninterrupted[k][-1][1]) for k in COUNTERS}
+
+
+def test_exact_play_counts_the_pairs_each_evaluation_of_the_win_rates_reads(tmp_path):
+    """Exact play asks the preference model too: each evaluation of the exact win rates P·π reads the K(K − 1)/2
+    pairs of every prompt (P(y' ≻ y) = 1 − P(y ≻ y'), the diagonal ½). EGPO's two calls a step on EGPO's 10
+    random 10×10 games: 2 × 10 × 45 = 900 queries a step, counted here on the oracle itself, logged every step,
+    no tokens; the totals are in the checkpoint's state."""
+    cfg = compose_config("fit", ["algo=egpo", "game=egpo_random", f"output_dir={tmp_path}"])
+    run = build_run(cfg)
+    calls, win_rates = [], run.preference.win_rates
+
+    def counted(log_pi):
+        calls.append(log_pi.shape)
+        return win_rates(log_pi)
+
+    run.preference.win_rates = counted
+    logger = mlflow_logger(tmp_path)
+    trainer = L.Trainer(max_steps=3, logger=logger, log_every_n_steps=2, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", callbacks=[run.algorithm])
+    trainer.fit(run.policy, datamodule=run.data)
+    assert calls == [(10, 10)] * 6  # two calls per step
+    assert history(logger, "pref/queries") == [(0, 900.0), (1, 1800.0), (2, 2700.0)]
+    assert history(logger, "gen/tokens") == [(0, 0.0), (1, 0.0), (2, 0.0)]
+    assert run.data.state_dict()["counts"] == {"pref/queries": 2700, "gen/tokens": 0}  # in the checkpoint

@@ -88,8 +88,8 @@ def test_a_token_game_fit_prints_no_transformers_progress_bars(tmp_path):
 def test_the_mlflow_run_page_has_the_config_log_checkpoint_and_tags_and_no_epoch(tmp_path):
     """Issue 17.3, on a real sqlite store: each run logs its resolved config (config.yaml), its log file
     (fit.log, ending with the summary) and its small final checkpoint as artifacts; no `epoch` metric on a
-    max-steps run; the tags task, rollout and, under -m, sweep and sweep_job; two runs of the same settings
-    get different names."""
+    max-steps run; the tags task, rollout, target, responses and, under -m, sweep and sweep_job; the
+    preference queries of exact play; two runs of the same settings get different names."""
     out = run_cli("fit", "-m", "seed=0,0", "trainer.max_steps=20", "trainer.enable_progress_bar=false", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     client, found = runs(tmp_path)
@@ -100,6 +100,8 @@ def test_the_mlflow_run_page_has_the_config_log_checkpoint_and_tags_and_no_epoch
     for run in found:
         run_id, tags = run.info.run_id, run.data.tags
         assert tags["task"] == "none" and tags["rollout"] == "exact"
+        assert tags["target"] == "NE" and tags["responses"] == "3"  # MPO converges to the NE; the 3-cycle's size
+        assert run.data.metrics["pref/queries"] == 20 * 3  # exact play: one evaluation of P·π a step, 3 pairs
         assert tags["sweep"] == str(sweep) and tags["sweep_job"] in ("0", "1")
         assert tags["checkpoint"] == str(sweep / tags["sweep_job"] / "checkpoints" / "last.ckpt")
         assert "epoch" not in run.data.metrics and not client.get_metric_history(run_id, "epoch")

@@ -78,17 +78,25 @@ def test_sweep_names_its_experiment_and_documents_its_commands(name):
     assert (SWEEPS / f"{name}.yaml").read_text().startswith("# @package _global_\n")
     assert f"python -m lit_nash fit -m sweep={name}" in text
     assert f"python -m lit_nash compare experiment={experiment}" in text
-    runs = re.search(r"= (\d+) runs", text)  # the header's count of jobs is the sweep's
-    assert runs and int(runs.group(1)) == len(jobs(cfg)), f"sweeps/{name}.yaml: header says {runs and runs.group(0)}"
+    # the header's count of jobs is the sweep's; a sweep of every algorithm (glob(*)) counts its runs per
+    # algorithm, so that an algorithm added later joins it without an edit
+    runs = re.search(r"= (\d+) runs", text) or re.search(r"(\d+) runs per algorithm", text)
+    per = len(ALGORITHMS) if runs and runs.group(0).endswith("per algorithm") else 1
+    assert per == 1 or cfg.hydra.sweeper.params.algo == "glob(*)", f"sweeps/{name}.yaml: runs per algorithm without algo: glob(*)"
+    assert runs and int(runs.group(1)) * per == len(jobs(cfg)), f"sweeps/{name}.yaml: header says {runs and runs.group(0)}"
 
 
 @pytest.mark.parametrize("name", sweeps())
 def test_every_job_of_a_sweep_composes_and_instantiates(name, tracking_uri):
     """Each job's overrides compose, take effect, and build the game, the algorithm and (tabular) the policy.
-    Jobs that differ only in the seed are built once."""
+    Jobs that differ only in the seed are composed and built once (the first seed's)."""
     cfg = compose_config("fit", [f"sweep={name}"])
     built_once = set()
     for job in jobs(cfg):
+        key = tuple(o for o in job if not o.startswith("seed="))
+        if key in built_once:
+            continue
+        built_once.add(key)
         cfg = compose_config("fit", [f"sweep={name}", *job])
         choices = cfg.hydra.runtime.choices
         for override in job:
@@ -96,10 +104,6 @@ def test_every_job_of_a_sweep_composes_and_instantiates(name, tracking_uri):
             actual = choices[key] if key in choices else OmegaConf.select(cfg, key)
             assert str(actual) == value, f"sweep={name} {override}: got {actual!r}"
         assert cfg.logger.experiment_name.startswith("sweep_")
-        key = tuple(o for o in job if not o.startswith("seed="))
-        if key in built_once:
-            continue
-        built_once.add(key)
         check_targets(cfg)
         built = build_fit(cfg, tracking_uri)
         assert isinstance(built["algo"], Algorithm) and built["game"] is not None

@@ -88,6 +88,11 @@ class MatrixGame:
     def num_actions(self) -> int:
         return self.P.shape[-1]
 
+    @property
+    def num_responses(self) -> int:
+        """Responses per prompt: the game's size (every action is one)."""
+        return self.num_actions
+
 
 # ----------------------------------------------------------------------------------------- generators
 

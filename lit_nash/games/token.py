@@ -59,6 +59,11 @@ class TokenGame:
         return self.P.shape[-1]
 
     @property
+    def num_responses(self) -> int:
+        """Valid responses per prompt: the game's size (the invalid action is not one)."""
+        return len(self.responses)
+
+    @property
     def invalid_index(self) -> int:
         return self.num_actions - 1
 
