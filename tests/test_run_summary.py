@@ -35,7 +35,7 @@ def test_a_run_at_the_ne_and_one_at_the_regularized_ne_and_one_that_cycles():
     assert metrics[g.WALL_TIME] == 7.0 and metrics[g.STEPS] == 4
 
     reg = {"game/duality_gap": points([0.5, 0.1, 0.03, 0.025]), "game/reg_duality_gap": points([0.4, 0.05, 0.01, 0.0])}
-    metrics, tags = summarize(reg, 0.02, 0.5, 1.0, 4, True)
+    metrics, tags = summarize(reg, 0.02, 0.5, 1.0, 4, True, reg_epsilon=0.02)
     assert tags == {"converged": "true", "converged_to": "regularized NE"}
     assert metrics[g.STEPS_TO_EPS] == 3  # counted on the regularized gap it converged in
     assert g.QUERIES_TO_EPS not in metrics  # the run logged no pref/queries
@@ -45,6 +45,22 @@ def test_a_run_at_the_ne_and_one_at_the_regularized_ne_and_one_that_cycles():
     assert tags == {"converged": "false", "converged_to": "none"} and g.STEPS_TO_EPS not in metrics
     # a run stopped before its max_steps gets no verdict
     assert summarize(cycling, 0.03, 1 / 6, 1.0, 3, complete=False)[1] == {}
+
+
+def test_each_run_is_judged_on_its_own_target():
+    """A π*_τ method sitting at π*_τ of the 3-cycle (NE gap 0.0245, below ε = 0.03) converged to the regularized
+    NE, not to the NE; one whose regularized gap stays above reg_epsilon did not converge, whatever its NE gap;
+    an NE method is judged on the NE gap only."""
+    at_reg = {"game/duality_gap": points([0.06, 0.03, 0.0245, 0.0245]),
+              "game/reg_duality_gap": points([7e-3, 1e-3, 1e-5, 1e-6])}
+    metrics, tags = summarize(at_reg, 0.03, 0.5, 1.0, 4, True, target="regularized NE", reg_epsilon=1e-3)
+    assert tags == {"converged": "true", "converged_to": "regularized NE"}
+    assert metrics[g.STEPS_TO_EPS] == 2  # the regularized gap stays at most 1e-3 from step 1 (after 2 steps)
+    assert summarize(at_reg, 0.03, 0.5, 1.0, 4, True)[1]["converged_to"] == "NE"  # no target: the NE gap first
+    near = {"game/duality_gap": points([0.06, 0.02, 0.02, 0.02]), "game/reg_duality_gap": points([7e-3, 5e-3, 4e-3, 4e-3])}
+    metrics, tags = summarize(near, 0.03, 0.5, 1.0, 4, True, target="regularized NE", reg_epsilon=1e-3)
+    assert tags == {"converged": "false", "converged_to": "none"} and g.STEPS_TO_EPS not in metrics
+    assert summarize(at_reg, 0.01, 0.5, 1.0, 4, True, target="NE", reg_epsilon=1e-3)[1]["converged_to"] == "none"
 
 
 def test_a_text_run_summarizes_its_loss_and_win_rate():
@@ -84,3 +100,16 @@ def test_a_fit_logs_its_summary_its_verdict_its_description_and_system_metrics(t
     assert m["system/cpu_utilization_percentage"] > 0  # a sample at the end covers the run (the start reads 0)
     # the duality gap is the run's first metric (MLflow's Compare page colours its plot by the first)
     assert run.data._metric_objs[0].key == "game/duality_gap"
+
+
+def test_a_method_that_stops_at_the_regularized_ne_is_tagged_so(tmp_path):
+    """Exact EGPO on the 3-cycle ends at π*_τ, whose duality gap (0.0245) is below summary.epsilon: its verdict
+    names its own target, the regularized NE (issue 26's defect tagged it converged to the NE)."""
+    out = run_cli("fit", "algo=egpo", "trainer.max_steps=300", "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("lit_nash").experiment_id])
+    m, tags = run.data.metrics, run.data.tags
+    assert tags["target"] == "regularized NE" and m[g.GAP_WINDOW] == pytest.approx(0.0245, abs=1e-3)
+    assert tags["converged_to"] == "regularized NE" and m[g.REG_GAP_WINDOW] <= 1e-3
+    assert "Converged to the regularized NE" in tags["mlflow.note.content"]
