@@ -270,14 +270,14 @@ def load_pretrained(auto_class: str, path: str | Path, key: str, dtype: str = "f
     try:
         with quiet_transformers():
             cls = getattr(transformers, auto_class)
-            kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True,
-                          dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"), **more)
+            kwargs = dict(trust_remote_code=trust_remote_code, dtype=torch_dtype(dtype, key.rsplit(".", 1)[0] + ".dtype"),
+                          **more)
             if new_weights is None:
-                return cls.from_pretrained(str(path), **kwargs)
+                return cls.from_pretrained(str(path), use_safetensors=True, **kwargs)
             level = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()
             try:
-                model, info = cls.from_pretrained(str(path), output_loading_info=True, **kwargs)
+                model, info = cls.from_pretrained(str(path), use_safetensors=True, output_loading_info=True, **kwargs)
             finally:
                 hf_logging.set_verbosity(level)
             new_weights.extend(sorted(info.get("missing_keys") or ()))

@@ -129,6 +129,7 @@ def test_the_real_model_spec_is_the_issue_s_spec(monkeypatch):
     assert (cfg.rollout.prompts_per_step, cfg.policy.max_new_tokens, cfg.algo.k) == (8, 64, 1)  # 1 pair: 2 samples
     assert cfg.algo._target_.endswith("OnlineIPO")  # the step the issue compares with TRL's Online DPO
     assert cfg.preference._target_.endswith("PairwiseClassifier") and cfg.policy._target_.endswith("CausalLMPolicy")
+    assert cfg.preference.allow_new_weights  # the prepared MiniLM has no trained head; bench measures its cost
 
 
 @pytest.mark.slow
