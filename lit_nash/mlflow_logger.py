@@ -8,7 +8,9 @@
   one) every ``system_metrics_every`` seconds from the moment its run exists until the run ends; the samples
   of the last, partial interval are logged too, so even a run shorter than the interval has one point (taken at
   its end, its CPU share over the whole run). A
-  resumed run continues the earlier run's system-metric steps.
+  resumed run continues the earlier run's system-metric steps, from the moment training starts
+  (``start_system_metrics``, called by ``lit_nash.run_status``): a resume that fails while the checkpoint is
+  restored leaves the earlier run as it was.
 * With ``leave_open``, the end of ``trainer.fit`` does not mark the run FINISHED or FAILED: ``fit`` does, after
   it uploaded the run's files and saw whether the run reached its last step (``lit_nash.run_status``).
 * ``log_steps`` writes the metrics of many steps in one request (a metric kept for every step, without a
@@ -38,13 +40,20 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self.system_metrics_every = system_metrics_every
         self._monitor = None
         self._resumed = self._run_id is not None
+        self._held = self._resumed  # an earlier run is sampled only once its resume restored the checkpoint
 
     @property
     def experiment(self):
         client = _LightningMLFlowLogger.experiment.fget(self)
-        if self.system_metrics_every and self._monitor is None and self._run_id is not None:
+        if self.system_metrics_every and self._monitor is None and self._run_id is not None and not self._held:
             self._start_monitor()
         return client
+
+    def start_system_metrics(self) -> None:
+        """Training started (a resumed run: its checkpoint is restored): sample from here on."""
+        self._held = False
+        if self.system_metrics_every and self._monitor is None and self._run_id is not None:
+            self._start_monitor()
 
     def _start_monitor(self) -> None:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor

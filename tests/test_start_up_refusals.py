@@ -130,9 +130,6 @@ CASES = [
     # 8. generator=vllm that cannot run
     ("vllm_not_installed", ["fit", *VLLM],
      ["lit_nash fit: generator=vllm needs vLLM, which is not installed here", "or sample with generator=hf"]),
-    ("vllm_ddp", ["fit", *VLLM, "trainer=ddp", "trainer.devices=2"],
-     ["lit_nash fit: generator=vllm runs its engine inside one training process, and trainer=ddp trains in several",
-      "sample with generator=hf"]),
     # 9. a local-looking model path that does not exist: never sent to the hub
     ("policy_path_mistyped", text("policy.model_path=models/polic"),
      ["lit_nash fit: policy.model_path='models/polic' does not exist: '{root}/models' has no folder 'polic'; "
@@ -159,7 +156,7 @@ CASES = [
      ["lit_nash fit: task=text needs data.path (the prompt file), policy.model_path (the policy's model folder) and "
       "preference.path (the preference model's folder), which have no value"]),
 ]
-ONE_LINE = {"vllm_not_installed", "vllm_ddp", "dashed_override", "group_key_at_the_top", "key_typo",
+ONE_LINE = {"vllm_not_installed", "dashed_override", "group_key_at_the_top", "key_typo",
             "key_of_another_option", "text_without_paths"} | {c[0] for c in CASES if c[0].endswith("_mistyped")}
 
 
