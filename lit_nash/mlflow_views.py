@@ -6,7 +6,7 @@ per run. A view (MLflow's "shared view": an experiment tag ``mlflow.sharedViewSt
 state as JSON in a saved-view envelope, listed under the page's "Views" menu and opened with
 ``#/experiments/<id>/runs?viewStateShareKey=<key>``) fixes that once for everyone who opens it: the runs grouped by algorithm (the charts then draw one line per algorithm, the mean over its
 seeds), every run shown, sorted by the window-mean last-iterate gap, the summary metrics and the ``converged``
-tag as columns, and the gap charts on log axes. The experiment's description (its MLflow note) carries the
+tag as columns, the gap charts on log axes, and the game's and the summary's chart sections first. The experiment's description (its MLflow note) carries the
 link. Written for MLflow 3.17's page state; tests/test_mlflow_ui.py checks in a browser that it renders."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def describe_experiment(client, experiment_id: str, text: str, view: dict | None
     grouped by algorithm)."""
     import time
 
-    state = view if view is not None else view_state(search="tags.algo LIKE '%'")
+    state = view if view is not None else view_state(search="tags.algo LIKE '%'", first_sections=("game", "summary"))
     now = int(time.time() * 1000)  # a saved-view envelope: MLflow lists it under the experiment page's "Views"
     envelope = {"name": VIEW_NAMES[view_kind(state)], "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
     client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(envelope))

@@ -189,7 +189,7 @@ def test_the_mlflow_ui_answers_which_algorithm_converged_and_which_won(tmp_path)
             mpo_page = f"{base}/#/experiments/{experiment}/runs/{mpo.info.run_id}"
             charts = [f'title="{m}"' for m in ("game/duality_gap", "game/exploitability", "summary/gap_window", "eval/win_rate_vs_ref")]
             shown(browser, f"{mpo_page}/model-metrics?{ML}", [mpo.info.run_name, *charts], shots / "mlflow_run_metrics.png",
-                  height=2200)
+                  height=3600)  # MLflow draws a chart once it is scrolled into view: the page is tall enough for all
             shown(browser, f"{mpo_page}/system-metrics?{ML}", ['title="system/cpu_utilization_percentage"',
                                                                'title="system/system_memory_usage_megabytes"'],
                   shots / "mlflow_run_system_metrics.png")
