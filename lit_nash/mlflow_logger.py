@@ -45,8 +45,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
     @property
     def experiment(self):
         client = _LightningMLFlowLogger.experiment.fget(self)
-        if self.system_metrics_every and self._monitor is None and self._run_id is not None and not self._held:
-            self._start_monitor()
+        if not self._held:
+            self.start_system_metrics()
         return client
 
     def start_system_metrics(self) -> None:

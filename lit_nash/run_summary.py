@@ -121,7 +121,8 @@ def summarize(history: dict[str, list[tuple]], epsilon: float, window: float, se
         to = verdict(metrics, target, epsilon, reg_epsilon)
         if complete:
             tags.update(converged=str(to != "none").lower(), converged_to=to)
-        on_reg = reg and (to == "regularized NE" or (to == "none" and target == "regularized NE"))
+        judged = target or ("regularized NE" if to == "regularized NE" else "NE")  # the gap of the verdict's target
+        on_reg = reg and judged == "regularized NE"
         reached = crossing(reg, reg_epsilon, history.get("pref/queries")) if on_reg else crossing(
             gap, epsilon, history.get("pref/queries"))
         if reached is not None:

@@ -24,6 +24,7 @@ import mlflow
 import pytest
 import torch
 
+from lit_nash.run_groups import training_runs
 from lit_nash.tracking import RUN_KEY
 from tests.cli import REPO, run_cli
 
@@ -40,7 +41,7 @@ def runs(tmp_path, experiment: str = "lit_nash"):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     found = client.get_experiment_by_name(experiment)
     found = client.search_runs([found.experiment_id]) if found else []
-    return client, [r for r in found if r.data.tags.get("command") != "sweep"]  # not a sweep's own run
+    return client, training_runs(found)  # not a sweep's own run
 
 
 def test_two_fits_started_at_once_in_a_fresh_folder_own_their_folders_and_share_the_store(tmp_path):

@@ -18,6 +18,8 @@ import mlflow
 import pytest
 import torch
 
+from lit_nash.run_groups import training_runs
+
 from .cli import REPO, run_cli
 from .test_bad_inputs import mlflow_snapshot
 
@@ -29,7 +31,7 @@ def runs(cwd: Path, experiment: str = "lit_nash") -> tuple[mlflow.MlflowClient, 
     """The fit runs (a sweep's own run, tag command=sweep, holds no training: left out)."""
     client = mlflow.MlflowClient(f"sqlite:///{cwd}/mlruns.db")
     found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    return client, [r for r in found if r.data.tags.get("command") != "sweep"]
+    return client, training_runs(found)
 
 
 def tags(run) -> tuple[str, str | None, str | None, str | None]:
